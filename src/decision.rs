@@ -1,0 +1,254 @@
+//! The decision: which variant a request goes to, and why. A pure function of the route and
+//! what the request carries; the glue supplies the request through [`RequestView`].
+
+use crate::config::{KeySource, Route, Variant};
+use crate::cookie;
+use crate::sticky_hash;
+
+/// What the decision may read from a request. Each value is fetched only when a rule needs it,
+/// so a route without pins or stickiness costs no header reads.
+pub trait RequestView {
+    /// The value of a request header, by lower-case name.
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The client's address as the proxy reports it, port included (`10.0.0.1:5555`, `[::1]:80`).
+    fn client_address(&self) -> Option<Vec<u8>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `pin[rule]` of the route matched.
+    Pinned { rule: usize },
+    /// The sticky key hashed into `bucket` (of 10,000).
+    Sticky { bucket: u16 },
+    /// No pin matched and the request had no sticky key: a random `bucket`.
+    Random { bucket: u16 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub variant: Variant,
+    pub reason: Reason,
+}
+
+/// Picks the variant: the first matching pin rule, else the sticky key's bucket, else
+/// `random_bucket()` (a uniform number in `0..10_000`). Canary when the bucket is below the weight.
+pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnOnce() -> u16) -> Decision {
+    let mut values = RequestValues { request, cookie_header: None };
+    for (rule, pin) in route.pins.iter().enumerate() {
+        if values.read(&pin.source).is_some_and(|value| value == pin.value) {
+            return Decision { variant: pin.to, reason: Reason::Pinned { rule } };
+        }
+    }
+    let sticky_key = route.sticky.as_ref().and_then(|source| values.read(source)).filter(|key| !key.is_empty());
+    let (bucket, reason) = match sticky_key {
+        Some(key) => {
+            let bucket = sticky_hash::bucket(route.salt.as_bytes(), &key);
+            (bucket, Reason::Sticky { bucket })
+        }
+        None => {
+            let bucket = random_bucket();
+            (bucket, Reason::Random { bucket })
+        }
+    };
+    let variant = if bucket < route.canary_basis_points { Variant::Canary } else { Variant::Primary };
+    Decision { variant, reason }
+}
+
+/// Reads key sources from a request, fetching the `Cookie` header at most once.
+struct RequestValues<'r, R> {
+    request: &'r R,
+    cookie_header: Option<Option<Vec<u8>>>,
+}
+
+impl<R: RequestView> RequestValues<'_, R> {
+    fn read(&mut self, source: &KeySource) -> Option<Vec<u8>> {
+        match source {
+            KeySource::Header(name) => self.request.header(name),
+            KeySource::Cookie(name) => {
+                let request = self.request;
+                let header = self.cookie_header.get_or_insert_with(|| request.header("cookie"));
+                cookie::find(header.as_deref()?, name.as_bytes()).map(<[u8]>::to_vec)
+            }
+            KeySource::ClientAddress => self.request.client_address().map(|address| without_port(&address).to_vec()),
+        }
+    }
+}
+
+/// `10.0.0.1:5555` -> `10.0.0.1`, `[::1]:80` -> `::1`; anything else is kept as it is.
+fn without_port(address: &[u8]) -> &[u8] {
+    if let Some(rest) = address.strip_prefix(b"[") {
+        return match rest.iter().position(|&b| b == b']') {
+            Some(end) => rest.get(..end).unwrap_or(address),
+            None => address,
+        };
+    }
+    let mut colons = address.iter().enumerate().filter(|(_, &b)| b == b':');
+    match (colons.next(), colons.next()) {
+        (Some((colon, _)), None) => address.get(..colon).unwrap_or(address),
+        _ => address, // no port, or a bare IPv6 address
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// A request for tests, counting which headers the decision read.
+    #[derive(Default)]
+    struct FakeRequest {
+        headers: HashMap<&'static str, Vec<u8>>,
+        client_address: Option<Vec<u8>>,
+        reads: RefCell<Vec<String>>,
+    }
+
+    impl FakeRequest {
+        fn with(mut self, name: &'static str, value: &[u8]) -> Self {
+            self.headers.insert(name, value.to_vec());
+            self
+        }
+    }
+
+    impl RequestView for FakeRequest {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.reads.borrow_mut().push(name.to_owned());
+            self.headers.get(name).cloned()
+        }
+        fn client_address(&self) -> Option<Vec<u8>> {
+            self.reads.borrow_mut().push("client address".to_owned());
+            self.client_address.clone()
+        }
+    }
+
+    fn route(json_route: &str) -> Route {
+        let config = Config::from_json(format!(r#"{{"routes": [{json_route}]}}"#).as_bytes()).expect("valid");
+        config.routes.into_iter().next().expect("one route")
+    }
+
+    fn pinned_route(weight: &str) -> Route {
+        route(&format!(
+            r#"{{"host": "a.example.com", "primary": {{}}, "canary": {{}}, "canary_weight": {weight},
+                "pin": [{{"header": "traffic", "value": "test", "to": "canary"}},
+                        {{"cookie": "canary", "value": "never", "to": "primary"}},
+                        {{"header": "x-canary", "value": "always", "to": "canary"}}],
+                "sticky": {{"header": "x-user-id"}}}}"#
+        ))
+    }
+
+    fn no_random() -> u16 {
+        panic!("random bucket drawn where the decision should not need one")
+    }
+
+    #[test]
+    fn header_pin_forces_canary_even_at_weight_zero() {
+        let request = FakeRequest::default().with("traffic", b"test").with("x-user-id", b"u");
+        let decision = decide(&pinned_route("0"), &request, no_random);
+        assert_eq!(decision, Decision { variant: Variant::Canary, reason: Reason::Pinned { rule: 0 } });
+    }
+
+    #[test]
+    fn cookie_pin_forces_primary_even_at_weight_hundred() {
+        let request = FakeRequest::default().with("cookie", b"a=1; canary=never").with("x-user-id", b"u");
+        let decision = decide(&pinned_route("100"), &request, no_random);
+        assert_eq!(decision, Decision { variant: Variant::Primary, reason: Reason::Pinned { rule: 1 } });
+    }
+
+    #[test]
+    fn first_matching_pin_wins() {
+        let request = FakeRequest::default().with("cookie", b"canary=never").with("x-canary", b"always");
+        assert_eq!(decide(&pinned_route("50"), &request, no_random).reason, Reason::Pinned { rule: 1 });
+    }
+
+    #[test]
+    fn pin_values_match_exactly() {
+        for value in [&b"Test"[..], b"test ", b"tes", b"test,test", b"\xfftest"] {
+            let request = FakeRequest::default().with("traffic", value);
+            let decision = decide(&pinned_route("0"), &request, || 9_999);
+            assert_eq!(decision.reason, Reason::Random { bucket: 9_999 }, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn sticky_key_decides_by_its_bucket() {
+        let route = pinned_route("50");
+        let request = FakeRequest::default().with("x-user-id", b"user-1");
+        let bucket = sticky_hash::bucket(b"a.example.com", b"user-1");
+        let decision = decide(&route, &request, no_random);
+        assert_eq!(decision.reason, Reason::Sticky { bucket });
+        assert_eq!(decision.variant == Variant::Canary, bucket < 5_000);
+    }
+
+    #[test]
+    fn canary_exactly_below_the_weight() {
+        let route = pinned_route("12.5");
+        for (bucket, variant) in [(0, Variant::Canary), (1_249, Variant::Canary), (1_250, Variant::Primary), (9_999, Variant::Primary)] {
+            assert_eq!(decide(&route, &FakeRequest::default(), || bucket).variant, variant, "bucket {bucket}");
+        }
+        let none = pinned_route("0");
+        assert_eq!(decide(&none, &FakeRequest::default(), || 0).variant, Variant::Primary);
+        let all = pinned_route("100");
+        assert_eq!(decide(&all, &FakeRequest::default(), || 9_999).variant, Variant::Canary);
+    }
+
+    #[test]
+    fn raising_the_weight_only_moves_users_to_canary() {
+        let weights = ["0", "1", "10", "25", "50", "75", "99.99", "100"];
+        let routes: Vec<Route> = weights.iter().map(|w| pinned_route(w)).collect();
+        for user in 0..2_000 {
+            let request = FakeRequest::default().with("x-user-id", format!("user-{user}").as_bytes());
+            let variants: Vec<Variant> = routes.iter().map(|r| decide(r, &request, no_random).variant).collect();
+            let first_canary = variants.iter().position(|&v| v == Variant::Canary).unwrap_or(variants.len());
+            assert!(variants.iter().skip(first_canary).all(|&v| v == Variant::Canary), "user-{user}: {variants:?}");
+        }
+    }
+
+    #[test]
+    fn empty_sticky_key_falls_back_to_random() {
+        let request = FakeRequest::default().with("x-user-id", b"");
+        assert_eq!(decide(&pinned_route("50"), &request, || 42).reason, Reason::Random { bucket: 42 });
+    }
+
+    #[test]
+    fn sticky_cookie_and_client_address() {
+        let by_cookie = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"cookie": "uid"}}"#);
+        let request = FakeRequest::default().with("cookie", b"x=1; uid=alice");
+        assert_eq!(decide(&by_cookie, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"a", b"alice") });
+
+        let by_address = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"client_ip": true}}"#);
+        for (address, key) in [(&b"10.1.2.3:5555"[..], &b"10.1.2.3"[..]), (b"[::1]:80", b"::1"), (b"10.1.2.3", b"10.1.2.3"), (b"fe80::1", b"fe80::1")] {
+            let request = FakeRequest { client_address: Some(address.to_vec()), ..Default::default() };
+            assert_eq!(decide(&by_address, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"a", key) });
+        }
+        assert_eq!(decide(&by_address, &FakeRequest::default(), || 7).reason, Reason::Random { bucket: 7 });
+    }
+
+    #[test]
+    fn cookie_header_is_read_once_and_nothing_more_than_needed() {
+        let route = route(
+            r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50,
+                "pin": [{"cookie": "p1", "value": "v", "to": "canary"}, {"cookie": "p2", "value": "v", "to": "canary"}],
+                "sticky": {"cookie": "uid"}}"#,
+        );
+        let request = FakeRequest::default().with("cookie", b"uid=bob");
+        decide(&route, &request, no_random);
+        assert_eq!(*request.reads.borrow(), vec!["cookie".to_owned()]);
+
+        let plain = self::route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50}"#);
+        let request = FakeRequest::default();
+        decide(&plain, &request, || 0);
+        assert!(request.reads.borrow().is_empty());
+    }
+
+    #[test]
+    fn salt_separates_services() {
+        let a = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"header": "u"}}"#);
+        let salted = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"header": "u"}, "salt": "b"}"#);
+        let request = FakeRequest::default().with("u", b"user-1");
+        assert_eq!(decide(&salted, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"b", b"user-1") });
+        assert_eq!(decide(&a, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"a", b"user-1") });
+    }
+}

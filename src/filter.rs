@@ -1,0 +1,159 @@
+//! The proxy-wasm glue: load the config once per VM, and for each request read what the
+//! decision needs, decide, and write the decision into the request headers.
+//!
+//! Host calls go through `hostcalls` directly, never the SDK's trait helpers, because those
+//! `unwrap()` the host's status and the string getters panic on non-UTF-8 values; a panic here
+//! would stop the VM and fail every later request on the worker.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use crate::config::{Config, FORWARDED_HOST_HEADER};
+use crate::decision::{decide, RequestView};
+use crate::sticky_hash::BUCKETS;
+
+proxy_wasm::main! {{
+    // Also installs a panic hook that logs the panic's message before the VM traps.
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::new(CanarySplitRoot { config: None }));
+}}
+
+struct CanarySplitRoot {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for CanarySplitRoot {}
+
+impl RootContext for CanarySplitRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let json = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(json) => json.unwrap_or_default(),
+            Err(status) => {
+                log::error!("canary-split: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        match Config::from_json(&json) {
+            Ok(config) => {
+                log::info!("canary-split: configured {} route(s)", config.routes.len());
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(error) => {
+                // Returning false makes Envoy reject this configuration; the old one, if any, stays.
+                log::error!("canary-split: invalid configuration: {error}");
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // The SDK panics on None, so a stream always gets a context, configured or not.
+        Some(Box::new(CanarySplit { config: self.config.clone() }))
+    }
+}
+
+struct CanarySplit {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for CanarySplit {}
+
+impl HttpContext for CanarySplit {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(config) = &self.config {
+            route_request(config);
+        }
+        Action::Continue
+    }
+}
+
+fn route_request(config: &Config) {
+    let authority = request_header(":authority");
+    let Some(route) = authority.as_deref().and_then(|a| config.route_for_authority(a)) else {
+        // Not a split host: only make sure the client cannot choose a variant itself.
+        if request_header(&config.decision_header).is_some() {
+            remove_request_header(&config.decision_header);
+            clear_route_cache();
+        }
+        return;
+    };
+    let decision = decide(route, &HostRequest, || fastrand::u16(..BUCKETS));
+    set_request_header(&config.decision_header, decision.variant.as_str().as_bytes());
+    if let Some(target_host) = &route.target(decision.variant).host {
+        if let Some(original) = &authority {
+            set_request_header(FORWARDED_HOST_HEADER, original);
+        }
+        set_request_header(":authority", target_host.as_bytes());
+    }
+    clear_route_cache();
+}
+
+/// The request as the decision sees it, read from the host on demand.
+struct HostRequest;
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        request_header(name)
+    }
+
+    fn client_address(&self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["source", "address"]).ok().flatten()
+    }
+}
+
+fn request_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+fn set_request_header(name: &str, value: &[u8]) {
+    if let Err(status) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)) {
+        log::warn!("canary-split: cannot set request header {name}: {status:?}");
+    }
+}
+
+fn remove_request_header(name: &str) {
+    if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+        log::warn!("canary-split: cannot remove request header {name}: {status:?}");
+    }
+}
+
+/// Asks Envoy to select the route again, now that the headers it matches on have changed.
+/// Envoy also does this by itself for ABI 0.2.1 modules, but relying on the explicit call keeps
+/// routing right on hosts that stop doing it implicitly. Hosts without the function answer
+/// `NotFound`, which is fine: they clear the cache implicitly.
+fn clear_route_cache() {
+    // Called through the raw ABI: the SDK's wrapper panics on statuses it does not expect.
+    let name = "clear_route_cache";
+    let mut result_data: *mut u8 = std::ptr::null_mut();
+    let mut result_size: usize = 0;
+    // SAFETY: the pointers are valid for the call; the host allocates result data only on success.
+    let status = unsafe {
+        proxy_call_foreign_function(name.as_ptr(), name.len(), std::ptr::null(), 0, &mut result_data, &mut result_size)
+    };
+    if status == STATUS_OK && !result_data.is_null() {
+        // SAFETY: on success the host hands over a buffer it allocated with our allocator.
+        drop(unsafe { Vec::from_raw_parts(result_data, result_size, result_size) });
+    }
+}
+
+extern "C" {
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
+}
+
+/// A raw `u32`, not the SDK's `Status` enum: a value outside the enum must not be undefined behaviour.
+const STATUS_OK: u32 = 0;

@@ -1,0 +1,14 @@
+//! canary-split: picks the primary or the canary version of a service for every request.
+//!
+//! The decision core (`config`, `authority`, `sticky_hash`, `decision`) is plain Rust with no
+//! proxy-wasm types, so it is tested natively and inside a Wasm engine alike. `filter` is the thin
+//! proxy-wasm glue, compiled only for the module Envoy loads (`wasm32-wasip1`).
+
+pub mod authority;
+pub mod config;
+pub mod cookie;
+pub mod decision;
+pub mod sticky_hash;
+
+#[cfg(target_os = "wasi")]
+mod filter;
