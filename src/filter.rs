@@ -32,19 +32,19 @@ impl RootContext for CanarySplitRoot {
         let json = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(json) => json.unwrap_or_default(),
             Err(status) => {
-                log::error!("canary-split: cannot read the plugin configuration: {status:?}");
+                log::error!("cannot read the plugin configuration: {status:?}");
                 return false;
             }
         };
         match Config::from_json(&json) {
             Ok(config) => {
-                log::info!("canary-split: configured {} route(s)", config.routes.len());
+                log::info!("configured {} route(s)", config.routes.len());
                 self.config = Some(Rc::new(config));
                 true
             }
             Err(error) => {
                 // Returning false makes Envoy reject this configuration; the old one, if any, stays.
-                log::error!("canary-split: invalid configuration: {error}");
+                log::error!("invalid configuration: {error}");
                 false
             }
         }
@@ -115,13 +115,13 @@ fn request_header(name: &str) -> Option<Vec<u8>> {
 
 fn set_request_header(name: &str, value: &[u8]) {
     if let Err(status) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value)) {
-        log::warn!("canary-split: cannot set request header {name}: {status:?}");
+        log::warn!("cannot set request header {name}: {status:?}");
     }
 }
 
 fn remove_request_header(name: &str) {
     if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-        log::warn!("canary-split: cannot remove request header {name}: {status:?}");
+        log::warn!("cannot remove request header {name}: {status:?}");
     }
 }
 

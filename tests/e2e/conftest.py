@@ -1,0 +1,50 @@
+import json
+import sys
+import pathlib
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from harness import ENVOY, MODULE, Client, EchoUpstream, Envoy, bootstrap, catch_all_route, split_routes  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    missing = [str(p) for p in (ENVOY, MODULE) if not p.exists()]
+    if missing:
+        pytest.exit(f"missing {', '.join(missing)}: run the tests with `make test`", returncode=2)
+
+
+@pytest.fixture(scope="session")
+def upstreams():
+    servers = {name: EchoUpstream(name) for name in ("primary", "canary", "other")}
+    yield {name: server.port for name, server in servers.items()}
+    for server in servers.values():
+        server.close()
+
+
+def envoy_for(filter_config: dict, upstreams: dict, concurrency: int = 1) -> Envoy:
+    """An Envoy whose routes are the plain per-host routes for every split host in the config."""
+    virtual_hosts = {}
+    for route in filter_config["routes"]:
+        for host in split_routes(route["host"], route["primary"].get("host"), route["canary"].get("host")):
+            virtual_hosts[host["name"]] = host  # routes may share variant hosts
+    virtual_hosts = [*virtual_hosts.values(), catch_all_route()]
+    return Envoy(bootstrap(json.dumps(filter_config), upstreams, virtual_hosts), concurrency)
+
+
+@pytest.fixture
+def gateway(upstreams):
+    """Starts an Envoy for a filter config and returns a client to it; stopped after the test."""
+    started = []
+
+    def start(filter_config: dict, concurrency: int = 1) -> Client:
+        envoy = envoy_for(filter_config, upstreams, concurrency).start()
+        started.append(envoy)
+        client = Client(envoy.port)
+        client.envoy = envoy
+        return client
+
+    yield start
+    for envoy in started:
+        envoy.stop()

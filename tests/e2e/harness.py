@@ -1,0 +1,288 @@
+"""Real Envoy with the canary-split module, in front of loopback upstreams that say who answered.
+
+Envoy's routes are what Istio renders for the plain VirtualServices the filter is meant for:
+one virtual host per variant host, and a public host that routes on the decision header with
+primary as the default. A CORS filter runs ahead of the Wasm filter, as in an Istio gateway, so
+the route is already resolved when the filter changes the request: routing only works if Envoy
+selects the route again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MODULE = ROOT / "target" / "wasm32-wasip1" / "release" / "canary_split.wasm"
+ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy"))
+
+DECISION_HEADER = "x-canary-route"
+
+
+class EchoUpstream:
+    """An HTTP/1.1 server that answers every request with its own name and the headers it got."""
+
+    def __init__(self, name: str):
+        self.name = name
+        upstream_name = name
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+            def _answer(self):
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                headers = [(k.lower(), v) for k, v in self.headers.raw_items()]
+                body = json.dumps({"upstream": upstream_name, "headers": headers}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("x-upstream", upstream_name)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Response:
+    status: int
+    upstream: str | None
+    headers: dict[str, str]
+    """The request headers as the upstream received them (last value wins)."""
+    header_list: list[tuple[str, str]] = field(default_factory=list)
+
+
+def vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
+    return {"name": name, "domains": [d for host in domains for d in (host, f"{host}:*")], "routes": routes}
+
+
+def to_cluster(cluster: str, headers: list[dict] | None = None) -> dict:
+    match: dict = {"prefix": "/"}
+    if headers:
+        match["headers"] = headers
+    return {"match": match, "route": {"cluster": cluster}}
+
+
+def split_routes(public_host: str, primary_host: str | None, canary_host: str | None) -> list[dict]:
+    """Virtual hosts as the plain VirtualServices render: each variant host to its own service,
+    the public host to the variant the decision header names, primary by default."""
+    hosts = []
+    if primary_host:
+        hosts.append(vhost(f"{primary_host}", [primary_host], [to_cluster("primary")]))
+    if canary_host:
+        hosts.append(vhost(f"{canary_host}", [canary_host], [to_cluster("canary")]))
+    hosts.append(vhost(public_host, [public_host], [
+        to_cluster("canary", [{"name": DECISION_HEADER, "string_match": {"exact": "canary"}}]),
+        to_cluster("primary"),
+    ]))
+    return hosts
+
+
+def catch_all_route() -> dict:
+    return vhost("others", ["*"], [to_cluster("other")])
+
+
+def bootstrap(filter_config: str, upstream_ports: dict[str, int], virtual_hosts: list[dict]) -> dict:
+    def cluster(name: str, port: int) -> dict:
+        return {
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+        }
+
+    wasm_filter = {
+        "name": "canary-split",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "canary-split",
+                "root_id": "canary-split",
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(MODULE)}},
+                },
+            },
+        },
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "gateway",
+                        "route_config": {"name": "gateway", "virtual_hosts": virtual_hosts},
+                        "http_filters": [
+                            # Resolves the route before the Wasm filter runs, as Istio's filters do.
+                            {"name": "envoy.filters.http.cors", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+                            wasm_filter,
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": [cluster(name, port) for name, port in upstream_ports.items()],
+        },
+    }
+
+
+class Envoy:
+    """One Envoy process; `start()` returns once its listener accepts requests."""
+
+    def __init__(self, config: dict, concurrency: int = 1):
+        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="canary-split-envoy-"))
+        self.config_path = self.workdir / "envoy.json"
+        self.config_path.write_text(json.dumps(config, indent=1))
+        self.admin_address_path = self.workdir / "admin-address"
+        self.log_path = self.workdir / "envoy.log"
+        self.concurrency = concurrency
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    def command(self) -> list[str]:
+        return [
+            str(ENVOY), "-c", str(self.config_path), "--concurrency", str(self.concurrency),
+            "--admin-address-path", str(self.admin_address_path), "--disable-hot-restart",
+            "--log-level", "warn", "--component-log-level", "wasm:info",
+            "--log-path", str(self.log_path),
+        ]
+
+    def start(self, timeout: float = 30.0) -> "Envoy":
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{self.log()}")
+            port = self._listener_port()
+            if port:
+                self.port = port
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"envoy did not become ready in {timeout}s:\n{self.log()}")
+
+    def run_to_exit(self, timeout: float = 30.0) -> int:
+        """For configs Envoy must refuse: runs it and returns its exit code."""
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"envoy kept running with a config it should refuse:\n{self.log()}")
+
+    def _listener_port(self) -> int:
+        try:
+            admin = self.admin_address_path.read_text().strip()
+        except FileNotFoundError:
+            return 0
+        if not admin:
+            return 0
+        host, port = admin.rsplit(":", 1)
+        try:
+            conn = http.client.HTTPConnection(host, int(port), timeout=2)
+            conn.request("GET", "/ready")
+            ready = conn.getresponse().read().strip() == b"LIVE"
+            if not ready:
+                return 0
+            conn.request("GET", "/listeners?format=json")
+            listeners = json.loads(conn.getresponse().read())
+            conn.close()
+        except (OSError, ValueError, http.client.HTTPException):
+            return 0
+        for listener in listeners.get("listener_statuses", []):
+            address = listener.get("local_address", {}).get("socket_address", {})
+            if address.get("port_value"):
+                return int(address["port_value"])
+        return 0
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "Envoy":
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Client:
+    """A keep-alive HTTP/1.1 client to one Envoy; header values may be raw bytes."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def get(self, host: str | bytes, headers: list[tuple[str, str | bytes]] = (), path: str = "/") -> Response:
+        for attempt in range(2):
+            try:
+                return self._get(host, headers, path)
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest):
+                # The server closed a kept-alive connection: reconnect once.
+                self.reconnect()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _get(self, host, headers, path) -> Response:
+        self.conn.putrequest("GET", path, skip_host=True)
+        self.conn.putheader("host", host)
+        for name, value in headers:
+            self.conn.putheader(name, value)
+        self.conn.endheaders()
+        reply = self.conn.getresponse()
+        body = reply.read()
+        upstream = reply.getheader("x-upstream")
+        header_list = []
+        if upstream:
+            header_list = [(k, v) for k, v in json.loads(body)["headers"]]
+        return Response(reply.status, upstream, dict(header_list), header_list)
+
+    def reconnect(self):
+        """A new connection, which Envoy may hand to another worker thread."""
+        self.conn.close()
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
