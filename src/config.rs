@@ -15,6 +15,13 @@ pub const DEFAULT_DECISION_HEADER: &str = "x-canary-route";
 /// Where the client's original `:authority` is kept when the filter rewrites it.
 pub const FORWARDED_HOST_HEADER: &str = "x-forwarded-host";
 
+/// The fields each object of the config may have; `filter-config/schema.json` must list the same.
+pub const CONFIG_FIELDS: &[&str] = &["decision_header", "routes"];
+pub const ROUTE_FIELDS: &[&str] = &["host", "primary", "canary", "canary_weight", "pin", "sticky", "salt"];
+pub const TARGET_FIELDS: &[&str] = &["host"];
+pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "value", "to"];
+pub const STICKY_FIELDS: &[&str] = &["header", "cookie", "client_ip"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     Primary,
@@ -98,7 +105,7 @@ impl Config {
     }
 
     pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
-        let root = Object::new(value, String::new(), &["decision_header", "routes"])?;
+        let root = Object::new(value, String::new(), CONFIG_FIELDS)?;
         let decision_header = match root.optional("decision_header") {
             Some(field) => field.header_name()?,
             None => DEFAULT_DECISION_HEADER.to_owned(),
@@ -130,11 +137,7 @@ impl Config {
 }
 
 fn parse_route(value: &Value, path: String) -> Result<Route, ConfigError> {
-    let route = Object::new(
-        value,
-        path,
-        &["host", "primary", "canary", "canary_weight", "pin", "sticky", "salt"],
-    )?;
+    let route = Object::new(value, path, ROUTE_FIELDS)?;
     let host = route.required("host")?.public_host()?;
     let primary = parse_target(route.required("primary")?)?;
     let canary = parse_target(route.required("canary")?)?;
@@ -159,13 +162,13 @@ fn parse_route(value: &Value, path: String) -> Result<Route, ConfigError> {
 }
 
 fn parse_target(field: Field) -> Result<Target, ConfigError> {
-    let target = Object::new(field.value, field.path, &["host"])?;
+    let target = Object::new(field.value, field.path, TARGET_FIELDS)?;
     let host = target.optional("host").map(|f| f.target_host()).transpose()?;
     Ok(Target { host })
 }
 
 fn parse_pin_rule(value: &Value, path: String) -> Result<PinRule, ConfigError> {
-    let rule = Object::new(value, path, &["header", "cookie", "value", "to"])?;
+    let rule = Object::new(value, path, PIN_RULE_FIELDS)?;
     let source = match (rule.optional("header"), rule.optional("cookie")) {
         (Some(header), None) => KeySource::Header(header.header_name()?),
         (None, Some(cookie)) => KeySource::Cookie(cookie.cookie_name()?),
@@ -177,7 +180,7 @@ fn parse_pin_rule(value: &Value, path: String) -> Result<PinRule, ConfigError> {
 }
 
 fn parse_sticky(field: Field) -> Result<KeySource, ConfigError> {
-    let sticky = Object::new(field.value, field.path, &["header", "cookie", "client_ip"])?;
+    let sticky = Object::new(field.value, field.path, STICKY_FIELDS)?;
     match (sticky.optional("header"), sticky.optional("cookie"), sticky.optional("client_ip")) {
         (Some(header), None, None) => Ok(KeySource::Header(header.header_name()?)),
         (None, Some(cookie), None) => Ok(KeySource::Cookie(cookie.cookie_name()?)),

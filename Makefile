@@ -1,0 +1,64 @@
+# Two commands for users: `make demo` and `make test`. Everything they need is installed here,
+# into the project (.venv, .tools) or through rustup, apt and pip; nothing by hand.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+TOOLS := $(CURDIR)/.tools
+MODULE := target/wasm32-wasip1/release/canary_split.wasm
+MODULE_BUDGET_BYTES := 204800
+# The test runner must match the wasm-bindgen version in Cargo.lock exactly.
+WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
+WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
+
+.PHONY: build demo test test-rust test-wasm test-python lint setup rust-targets clean
+
+## build: the filter module, checked against its size budget
+build: rust-targets
+	cargo build --release --target wasm32-wasip1
+	@size=$$(stat -c %s $(MODULE)); \
+	echo "$(MODULE): $$size bytes (budget $(MODULE_BUDGET_BYTES))"; \
+	test $$size -le $(MODULE_BUDGET_BYTES) || { echo "module is over its size budget"; exit 1; }
+
+## demo: Envoy with the filter in front of two local upstreams; shows split, pinning, stickiness
+demo: build $(VENV)/.installed
+	$(PYTHON) scripts/demo.py
+
+## test: every test: native core, the core inside a Wasm engine, real Envoy end to end
+test: lint test-rust test-wasm test-python
+
+lint: rust-targets
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --lib --target wasm32-wasip1 -- -D warnings
+
+test-rust:
+	cargo test
+
+test-wasm: rust-targets $(WASM_TEST_RUNNER)
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_TEST_RUNNER) \
+		cargo test --lib --target wasm32-unknown-unknown
+
+test-python: build $(VENV)/.installed
+	$(PYTHON) -m pytest tests
+
+setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER)
+
+rust-targets:
+	@rustup target list --installed | grep -qx wasm32-wasip1 && \
+	 rustup target list --installed | grep -qx wasm32-unknown-unknown || \
+	 rustup target add wasm32-wasip1 wasm32-unknown-unknown
+
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+$(WASM_TEST_RUNNER): Cargo.lock
+	cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS) --force
+	touch $@
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,49 @@
+"""filter-config/schema.json accepts the shipped example and rejects what the filter rejects,
+so editors and CI pipelines that validate with it agree with the filter."""
+
+import json
+import pathlib
+
+import jsonschema
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCHEMA = json.loads((ROOT / "filter-config" / "schema.json").read_text())
+EXAMPLE = json.loads((ROOT / "filter-config" / "example.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def route(**changes):
+    base = {"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 10}
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def test_schema_is_valid_and_accepts_the_example():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    VALIDATOR.validate(EXAMPLE)
+
+
+@pytest.mark.parametrize("weight", [0, 0.01, 12.5, 33.33, 99.99, 100])
+def test_accepts_weights_in_basis_points(weight):
+    VALIDATOR.validate({"routes": [route(canary_weight=weight)]})
+
+
+@pytest.mark.parametrize("config", [
+    {},
+    {"routes": [], "extra": 1},
+    {"routes": [route(canary_weight=150)]},
+    {"routes": [route(canary=None)]},
+    {"routes": [route(host="a.example.com:80")]},
+    {"routes": [route(weight=5)]},
+    {"routes": [route(pin=[{"header": "a", "cookie": "b", "value": "v", "to": "canary"}])]},
+    {"routes": [route(pin=[{"value": "v", "to": "canary"}])]},
+    {"routes": [route(pin=[{"header": "a", "value": "v", "to": "beta"}])]},
+    {"routes": [route(sticky={})]},
+    {"routes": [route(sticky={"header": "a", "client_ip": True})]},
+    {"routes": [route(sticky={"client_ip": False})]},
+    {"routes": [route(salt="")]},
+    {"decision_header": "bad header", "routes": []},
+], ids=lambda c: json.dumps(c)[:60])
+def test_rejects_what_the_filter_rejects(config):
+    assert not VALIDATOR.is_valid(config)
