@@ -13,7 +13,7 @@ MODULE_BUDGET_BYTES := 204800
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: build demo test test-rust test-wasm test-python lint setup rust-targets clean
+.PHONY: build cli demo test test-rust test-wasm test-python lint setup rust-targets clean
 
 ## build: the filter module, checked against its size budget
 build: rust-targets
@@ -30,18 +30,24 @@ demo: build $(VENV)/.installed
 test: lint test-rust test-wasm test-python
 
 lint: rust-targets
-	cargo clippy --all-targets -- -D warnings
-	cargo clippy --lib --target wasm32-wasip1 -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p canary-split --lib --target wasm32-wasip1 -- -D warnings
 
 test-rust:
-	cargo test
+	cargo test --workspace
 
 test-wasm: rust-targets $(WASM_TEST_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_TEST_RUNNER) \
 		cargo test --lib --target wasm32-unknown-unknown
 
-test-python: build $(VENV)/.installed
+# The manifest checks run the native CLI; the end-to-end tests run the module in Envoy.
+test-python: build cli $(VENV)/.installed
 	$(PYTHON) -m pytest tests
+
+## cli: the operator tool (check, explain) at target/debug/canary-split
+cli:
+	cargo build -p canary-split-cli
 
 setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER)
 

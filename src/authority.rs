@@ -46,7 +46,10 @@ mod tests {
 
     #[test]
     fn lower_cases_and_drops_port_and_trailing_dot() {
-        assert_eq!(host(b"Shop.Example.COM:8443").as_deref(), Some(&b"shop.example.com"[..]));
+        assert_eq!(
+            host(b"Shop.Example.COM:8443").as_deref(),
+            Some(&b"shop.example.com"[..])
+        );
         assert_eq!(host(b"shop.example.com.").as_deref(), Some(&b"shop.example.com"[..]));
         assert_eq!(host(b"shop.example.com.:80").as_deref(), Some(&b"shop.example.com"[..]));
         assert_eq!(host(b"plain").as_deref(), Some(&b"plain"[..]));

@@ -97,10 +97,13 @@ impl Config {
     /// Parses and validates the filter's JSON configuration.
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
         if json.trim_ascii().is_empty() {
-            return Err(ConfigError::new("config", "is empty (expected a JSON object with \"routes\")"));
+            return Err(ConfigError::new(
+                "config",
+                "is empty (expected a JSON object with \"routes\")",
+            ));
         }
-        let value: Value = serde_json::from_slice(json)
-            .map_err(|e| ConfigError::new("config", format!("is not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(json).map_err(|e| ConfigError::new("config", format!("is not valid JSON: {e}")))?;
         Config::from_value(&value)
     }
 
@@ -125,7 +128,11 @@ impl Config {
             route_by_host.insert(route.host.as_bytes().to_vec(), index);
             routes.push(route);
         }
-        Ok(Config { decision_header, routes, route_by_host })
+        Ok(Config {
+            decision_header,
+            routes,
+            route_by_host,
+        })
     }
 
     /// The route for a request's `:authority`, matched case-insensitively with the port ignored.
@@ -158,7 +165,15 @@ fn parse_route(value: &Value, path: String) -> Result<Route, ConfigError> {
         Some(field) => field.non_empty_string()?.to_owned(),
         None => host.clone(),
     };
-    Ok(Route { host, primary, canary, canary_basis_points, pins, sticky, salt })
+    Ok(Route {
+        host,
+        primary,
+        canary,
+        canary_basis_points,
+        pins,
+        sticky,
+        salt,
+    })
 }
 
 fn parse_target(field: Field) -> Result<Target, ConfigError> {
@@ -181,7 +196,11 @@ fn parse_pin_rule(value: &Value, path: String) -> Result<PinRule, ConfigError> {
 
 fn parse_sticky(field: Field) -> Result<KeySource, ConfigError> {
     let sticky = Object::new(field.value, field.path, STICKY_FIELDS)?;
-    match (sticky.optional("header"), sticky.optional("cookie"), sticky.optional("client_ip")) {
+    match (
+        sticky.optional("header"),
+        sticky.optional("cookie"),
+        sticky.optional("client_ip"),
+    ) {
         (Some(header), None, None) => Ok(KeySource::Header(header.header_name()?)),
         (None, Some(cookie), None) => Ok(KeySource::Cookie(cookie.cookie_name()?)),
         (None, None, Some(client_ip)) => match client_ip.value {
@@ -201,7 +220,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), problem: problem.into() }
+        ConfigError {
+            path: path.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -246,12 +268,16 @@ impl<'v> Object<'v> {
     fn optional(&self, name: &str) -> Option<Field<'v>> {
         match self.fields.get(name) {
             None | Some(Value::Null) => None,
-            Some(value) => Some(Field { value, path: self.child_path(name) }),
+            Some(value) => Some(Field {
+                value,
+                path: self.child_path(name),
+            }),
         }
     }
 
     fn required(&self, name: &str) -> Result<Field<'v>, ConfigError> {
-        self.optional(name).ok_or_else(|| ConfigError::new(self.child_path(name), "missing"))
+        self.optional(name)
+            .ok_or_else(|| ConfigError::new(self.child_path(name), "missing"))
     }
 
     fn error(&self, problem: &str) -> ConfigError {
@@ -424,12 +450,23 @@ mod tests {
         assert_eq!(route.host, "sklearn-predictor.example.com");
         assert_eq!(route.canary_basis_points, 1250);
         assert_eq!(route.salt, "sklearn-predictor.example.com");
-        assert_eq!(route.canary.host.as_deref(), Some("sklearn-canary-predictor.example.com"));
+        assert_eq!(
+            route.canary.host.as_deref(),
+            Some("sklearn-canary-predictor.example.com")
+        );
         assert_eq!(
             route.pins,
             vec![
-                PinRule { source: KeySource::Header("traffic".into()), value: b"test".to_vec(), to: Variant::Canary },
-                PinRule { source: KeySource::Cookie("canary".into()), value: b"never".to_vec(), to: Variant::Primary },
+                PinRule {
+                    source: KeySource::Header("traffic".into()),
+                    value: b"test".to_vec(),
+                    to: Variant::Canary
+                },
+                PinRule {
+                    source: KeySource::Cookie("canary".into()),
+                    value: b"never".to_vec(),
+                    to: Variant::Primary
+                },
             ]
         );
         assert_eq!(route.sticky, Some(KeySource::Header("x-user-id".into())));
@@ -455,9 +492,21 @@ mod tests {
 
     #[test]
     fn weights_convert_to_basis_points() {
-        for (weight, expected) in [("0", 0), ("0.01", 1), ("12.5", 1250), ("33.33", 3333), ("99.99", 9999), ("100", 10_000), ("1e1", 1000)] {
+        for (weight, expected) in [
+            ("0", 0),
+            ("0.01", 1),
+            ("12.5", 1250),
+            ("33.33", 3333),
+            ("99.99", 9999),
+            ("100", 10_000),
+            ("1e1", 1000),
+        ] {
             let config = Config::from_json(route_with("").replace("10", weight).as_bytes()).expect(weight);
-            assert_eq!(config.routes.first().map(|r| r.canary_basis_points), Some(expected), "{weight}");
+            assert_eq!(
+                config.routes.first().map(|r| r.canary_basis_points),
+                Some(expected),
+                "{weight}"
+            );
         }
     }
 
@@ -470,10 +519,19 @@ mod tests {
     #[test]
     fn matches_hosts_case_insensitively_ignoring_port() {
         let config = Config::from_json(CONTRACT_EXAMPLE.as_bytes()).expect("valid");
-        for authority in [&b"sklearn-predictor.example.com"[..], b"SKLEARN-Predictor.example.com:443", b"sklearn-predictor.example.com."] {
+        for authority in [
+            &b"sklearn-predictor.example.com"[..],
+            b"SKLEARN-Predictor.example.com:443",
+            b"sklearn-predictor.example.com.",
+        ] {
             assert!(config.route_for_authority(authority).is_some(), "{authority:?}");
         }
-        for authority in [&b"sklearn-primary-predictor.example.com"[..], b"example.com", b"", b"\xff"] {
+        for authority in [
+            &b"sklearn-primary-predictor.example.com"[..],
+            b"example.com",
+            b"",
+            b"\xff",
+        ] {
             assert!(config.route_for_authority(authority).is_none(), "{authority:?}");
         }
     }

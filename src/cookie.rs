@@ -11,7 +11,12 @@ pub fn find<'h>(cookie_header: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
             return None;
         }
         let value = rest.get(1..)?.trim_ascii();
-        Some(value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value))
+        Some(
+            value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value),
+        )
     })
 }
 

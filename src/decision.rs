@@ -33,13 +33,23 @@ pub struct Decision {
 /// Picks the variant: the first matching pin rule, else the sticky key's bucket, else
 /// `random_bucket()` (a uniform number in `0..10_000`). Canary when the bucket is below the weight.
 pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnOnce() -> u16) -> Decision {
-    let mut values = RequestValues { request, cookie_header: None };
+    let mut values = RequestValues {
+        request,
+        cookie_header: None,
+    };
     for (rule, pin) in route.pins.iter().enumerate() {
         if values.read(&pin.source).is_some_and(|value| value == pin.value) {
-            return Decision { variant: pin.to, reason: Reason::Pinned { rule } };
+            return Decision {
+                variant: pin.to,
+                reason: Reason::Pinned { rule },
+            };
         }
     }
-    let sticky_key = route.sticky.as_ref().and_then(|source| values.read(source)).filter(|key| !key.is_empty());
+    let sticky_key = route
+        .sticky
+        .as_ref()
+        .and_then(|source| values.read(source))
+        .filter(|key| !key.is_empty());
     let (bucket, reason) = match sticky_key {
         Some(key) => {
             let bucket = sticky_hash::bucket(route.salt.as_bytes(), &key);
@@ -50,7 +60,11 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
             (bucket, Reason::Random { bucket })
         }
     };
-    let variant = if bucket < route.canary_basis_points { Variant::Canary } else { Variant::Primary };
+    let variant = if bucket < route.canary_basis_points {
+        Variant::Canary
+    } else {
+        Variant::Primary
+    };
     Decision { variant, reason }
 }
 
@@ -69,7 +83,10 @@ impl<R: RequestView> RequestValues<'_, R> {
                 let header = self.cookie_header.get_or_insert_with(|| request.header("cookie"));
                 cookie::find(header.as_deref()?, name.as_bytes()).map(<[u8]>::to_vec)
             }
-            KeySource::ClientAddress => self.request.client_address().map(|address| without_port(&address).to_vec()),
+            KeySource::ClientAddress => self
+                .request
+                .client_address()
+                .map(|address| without_port(&address).to_vec()),
         }
     }
 }
@@ -147,20 +164,39 @@ mod tests {
     fn header_pin_forces_canary_even_at_weight_zero() {
         let request = FakeRequest::default().with("traffic", b"test").with("x-user-id", b"u");
         let decision = decide(&pinned_route("0"), &request, no_random);
-        assert_eq!(decision, Decision { variant: Variant::Canary, reason: Reason::Pinned { rule: 0 } });
+        assert_eq!(
+            decision,
+            Decision {
+                variant: Variant::Canary,
+                reason: Reason::Pinned { rule: 0 }
+            }
+        );
     }
 
     #[test]
     fn cookie_pin_forces_primary_even_at_weight_hundred() {
-        let request = FakeRequest::default().with("cookie", b"a=1; canary=never").with("x-user-id", b"u");
+        let request = FakeRequest::default()
+            .with("cookie", b"a=1; canary=never")
+            .with("x-user-id", b"u");
         let decision = decide(&pinned_route("100"), &request, no_random);
-        assert_eq!(decision, Decision { variant: Variant::Primary, reason: Reason::Pinned { rule: 1 } });
+        assert_eq!(
+            decision,
+            Decision {
+                variant: Variant::Primary,
+                reason: Reason::Pinned { rule: 1 }
+            }
+        );
     }
 
     #[test]
     fn first_matching_pin_wins() {
-        let request = FakeRequest::default().with("cookie", b"canary=never").with("x-canary", b"always");
-        assert_eq!(decide(&pinned_route("50"), &request, no_random).reason, Reason::Pinned { rule: 1 });
+        let request = FakeRequest::default()
+            .with("cookie", b"canary=never")
+            .with("x-canary", b"always");
+        assert_eq!(
+            decide(&pinned_route("50"), &request, no_random).reason,
+            Reason::Pinned { rule: 1 }
+        );
     }
 
     #[test]
@@ -185,8 +221,17 @@ mod tests {
     #[test]
     fn canary_exactly_below_the_weight() {
         let route = pinned_route("12.5");
-        for (bucket, variant) in [(0, Variant::Canary), (1_249, Variant::Canary), (1_250, Variant::Primary), (9_999, Variant::Primary)] {
-            assert_eq!(decide(&route, &FakeRequest::default(), || bucket).variant, variant, "bucket {bucket}");
+        for (bucket, variant) in [
+            (0, Variant::Canary),
+            (1_249, Variant::Canary),
+            (1_250, Variant::Primary),
+            (9_999, Variant::Primary),
+        ] {
+            assert_eq!(
+                decide(&route, &FakeRequest::default(), || bucket).variant,
+                variant,
+                "bucket {bucket}"
+            );
         }
         let none = pinned_route("0");
         assert_eq!(decide(&none, &FakeRequest::default(), || 0).variant, Variant::Primary);
@@ -201,29 +246,61 @@ mod tests {
         for user in 0..2_000 {
             let request = FakeRequest::default().with("x-user-id", format!("user-{user}").as_bytes());
             let variants: Vec<Variant> = routes.iter().map(|r| decide(r, &request, no_random).variant).collect();
-            let first_canary = variants.iter().position(|&v| v == Variant::Canary).unwrap_or(variants.len());
-            assert!(variants.iter().skip(first_canary).all(|&v| v == Variant::Canary), "user-{user}: {variants:?}");
+            let first_canary = variants
+                .iter()
+                .position(|&v| v == Variant::Canary)
+                .unwrap_or(variants.len());
+            assert!(
+                variants.iter().skip(first_canary).all(|&v| v == Variant::Canary),
+                "user-{user}: {variants:?}"
+            );
         }
     }
 
     #[test]
     fn empty_sticky_key_falls_back_to_random() {
         let request = FakeRequest::default().with("x-user-id", b"");
-        assert_eq!(decide(&pinned_route("50"), &request, || 42).reason, Reason::Random { bucket: 42 });
+        assert_eq!(
+            decide(&pinned_route("50"), &request, || 42).reason,
+            Reason::Random { bucket: 42 }
+        );
     }
 
     #[test]
     fn sticky_cookie_and_client_address() {
-        let by_cookie = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"cookie": "uid"}}"#);
+        let by_cookie =
+            route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"cookie": "uid"}}"#);
         let request = FakeRequest::default().with("cookie", b"x=1; uid=alice");
-        assert_eq!(decide(&by_cookie, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"a", b"alice") });
+        assert_eq!(
+            decide(&by_cookie, &request, no_random).reason,
+            Reason::Sticky {
+                bucket: sticky_hash::bucket(b"a", b"alice")
+            }
+        );
 
-        let by_address = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"client_ip": true}}"#);
-        for (address, key) in [(&b"10.1.2.3:5555"[..], &b"10.1.2.3"[..]), (b"[::1]:80", b"::1"), (b"10.1.2.3", b"10.1.2.3"), (b"fe80::1", b"fe80::1")] {
-            let request = FakeRequest { client_address: Some(address.to_vec()), ..Default::default() };
-            assert_eq!(decide(&by_address, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"a", key) });
+        let by_address =
+            route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"client_ip": true}}"#);
+        for (address, key) in [
+            (&b"10.1.2.3:5555"[..], &b"10.1.2.3"[..]),
+            (b"[::1]:80", b"::1"),
+            (b"10.1.2.3", b"10.1.2.3"),
+            (b"fe80::1", b"fe80::1"),
+        ] {
+            let request = FakeRequest {
+                client_address: Some(address.to_vec()),
+                ..Default::default()
+            };
+            assert_eq!(
+                decide(&by_address, &request, no_random).reason,
+                Reason::Sticky {
+                    bucket: sticky_hash::bucket(b"a", key)
+                }
+            );
         }
-        assert_eq!(decide(&by_address, &FakeRequest::default(), || 7).reason, Reason::Random { bucket: 7 });
+        assert_eq!(
+            decide(&by_address, &FakeRequest::default(), || 7).reason,
+            Reason::Random { bucket: 7 }
+        );
     }
 
     #[test]
@@ -246,9 +323,21 @@ mod tests {
     #[test]
     fn salt_separates_services() {
         let a = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"header": "u"}}"#);
-        let salted = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"header": "u"}, "salt": "b"}"#);
+        let salted = route(
+            r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"header": "u"}, "salt": "b"}"#,
+        );
         let request = FakeRequest::default().with("u", b"user-1");
-        assert_eq!(decide(&salted, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"b", b"user-1") });
-        assert_eq!(decide(&a, &request, no_random).reason, Reason::Sticky { bucket: sticky_hash::bucket(b"a", b"user-1") });
+        assert_eq!(
+            decide(&salted, &request, no_random).reason,
+            Reason::Sticky {
+                bucket: sticky_hash::bucket(b"b", b"user-1")
+            }
+        );
+        assert_eq!(
+            decide(&a, &request, no_random).reason,
+            Reason::Sticky {
+                bucket: sticky_hash::bucket(b"a", b"user-1")
+            }
+        );
     }
 }

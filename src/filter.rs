@@ -56,7 +56,9 @@ impl RootContext for CanarySplitRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on None, so a stream always gets a context, configured or not.
-        Some(Box::new(CanarySplit { config: self.config.clone() }))
+        Some(Box::new(CanarySplit {
+            config: self.config.clone(),
+        }))
     }
 }
 
@@ -110,7 +112,9 @@ impl RequestView for HostRequest {
 }
 
 fn request_header(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
 }
 
 fn set_request_header(name: &str, value: &[u8]) {
@@ -136,7 +140,14 @@ fn clear_route_cache() {
     let mut result_size: usize = 0;
     // SAFETY: the pointers are valid for the call; the host allocates result data only on success.
     let status = unsafe {
-        proxy_call_foreign_function(name.as_ptr(), name.len(), std::ptr::null(), 0, &mut result_data, &mut result_size)
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            std::ptr::null(),
+            0,
+            &mut result_data,
+            &mut result_size,
+        )
     };
     if status == STATUS_OK && !result_data.is_null() {
         // SAFETY: on success the host hands over a buffer it allocated with our allocator.

@@ -91,8 +91,7 @@ mod tests {
         let same = (0..10_000u32)
             .filter(|i| {
                 let key = format!("user-{i}");
-                (bucket(b"a.example.com", key.as_bytes()) < 5_000)
-                    == (bucket(b"b.example.com", key.as_bytes()) < 5_000)
+                (bucket(b"a.example.com", key.as_bytes()) < 5_000) == (bucket(b"b.example.com", key.as_bytes()) < 5_000)
             })
             .count();
         // Independent 50/50 splits agree about half the time.

@@ -1,6 +1,9 @@
 //! The shipped example config is valid, and the JSON Schema lists exactly the fields the filter
 //! accepts, so neither can drift from the code.
 
+// Test code: a failed expectation should stop the test.
+#![allow(clippy::panic, clippy::expect_used, clippy::indexing_slicing)]
+
 use canary_split::config::{Config, CONFIG_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS, TARGET_FIELDS};
 use serde_json::Value;
 
@@ -20,8 +23,17 @@ fn schema_lists_the_fields_the_filter_accepts() {
     let schema: Value = serde_json::from_str(&read("filter-config/schema.json")).expect("schema is JSON");
     let properties = |pointer: &str| -> Vec<String> {
         let object = schema.pointer(pointer).unwrap_or_else(|| panic!("{pointer} in schema"));
-        assert_eq!(object["additionalProperties"], Value::Bool(false), "{pointer} must deny unknown fields");
-        let mut names: Vec<String> = object["properties"].as_object().expect("properties").keys().cloned().collect();
+        assert_eq!(
+            object["additionalProperties"],
+            Value::Bool(false),
+            "{pointer} must deny unknown fields"
+        );
+        let mut names: Vec<String> = object["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .cloned()
+            .collect();
         names.sort();
         names
     };

@@ -106,7 +106,9 @@ def catch_all_route() -> dict:
     return vhost("others", ["*"], [to_cluster("other")])
 
 
-def bootstrap(filter_config: str, upstream_ports: dict[str, int], virtual_hosts: list[dict]) -> dict:
+def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict]) -> dict:
+    """An Envoy config; with `filter_config` None the gateway runs without the filter, as Istio
+    leaves it when a FAIL_OPEN plugin cannot be loaded."""
     def cluster(name: str, port: int) -> dict:
         return {
             "name": name,
@@ -147,7 +149,7 @@ def bootstrap(filter_config: str, upstream_ports: dict[str, int], virtual_hosts:
                             # Resolves the route before the Wasm filter runs, as Istio's filters do.
                             {"name": "envoy.filters.http.cors", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
-                            wasm_filter,
+                            *([wasm_filter] if filter_config is not None else []),
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
                         ],

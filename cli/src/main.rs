@@ -1,0 +1,254 @@
+//! `canary-split`: the operator's view of the filter, built from the same core.
+//!
+//! check FILE...      validate filter configs (JSON, or the pluginConfig of WasmPlugin YAML)
+//! explain ...        which variant a request gets, and why
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use canary_split::config::{Config, KeySource, Route, Variant, FORWARDED_HOST_HEADER};
+use canary_split::decision::{decide, Reason, RequestView};
+use serde_json::Value;
+
+const USAGE: &str = "usage:
+  canary-split check FILE...
+      Validates each filter config: a JSON file, or a YAML file whose WasmPlugin documents
+      carry the config as spec.pluginConfig. Messages are the filter's own.
+  canary-split explain --config FILE --host HOST [--header 'NAME: VALUE']... [--cookie NAME=VALUE]... [--client-ip ADDR]
+      Says which variant such a request gets, and why.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.split_first() {
+        Some((command, rest)) if command == "check" && !rest.is_empty() => check(rest),
+        Some((command, rest)) if command == "explain" => explain(rest),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One filter config found in a file, with a label saying where it came from.
+struct FoundConfig {
+    label: String,
+    value: Result<Value, String>,
+}
+
+fn read_configs(path: &str) -> Result<Vec<FoundConfig>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
+        let value = serde_json::from_str(&text).map_err(|e| format!("config: is not valid JSON: {e}"));
+        return Ok(vec![FoundConfig {
+            label: path.to_owned(),
+            value,
+        }]);
+    }
+    let mut found = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let document: Value = serde::Deserialize::deserialize(document)
+            .map_err(|e| format!("{path}: document {index} is not valid YAML: {e}"))?;
+        if document.get("kind").and_then(Value::as_str) != Some("WasmPlugin") {
+            continue;
+        }
+        let name = document
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let value = document
+            .pointer("/spec/pluginConfig")
+            .cloned()
+            .ok_or_else(|| "spec.pluginConfig: missing".to_owned());
+        found.push(FoundConfig {
+            label: format!("{path}: WasmPlugin {name}"),
+            value,
+        });
+    }
+    if found.is_empty() {
+        return Err(format!("{path}: no WasmPlugin document"));
+    }
+    Ok(found)
+}
+
+fn check(paths: &[String]) -> Result<String, String> {
+    let mut report = String::new();
+    let mut failed = false;
+    for path in paths {
+        for found in read_configs(path)? {
+            match found
+                .value
+                .and_then(|v| Config::from_value(&v).map_err(|e| e.to_string()))
+            {
+                Ok(config) => {
+                    let _ = writeln!(report, "{}: ok, {} route(s)", found.label, config.routes.len());
+                }
+                Err(error) => {
+                    failed = true;
+                    let _ = writeln!(report, "{}: invalid configuration: {error}", found.label);
+                }
+            }
+        }
+    }
+    if failed {
+        Err(report.trim_end().to_owned())
+    } else {
+        Ok(report)
+    }
+}
+
+/// A request described on the command line.
+#[derive(Default)]
+struct CommandLineRequest {
+    host: Option<String>,
+    headers: Vec<(String, String)>,
+    cookies: Vec<String>,
+    client_ip: Option<String>,
+}
+
+impl RequestView for CommandLineRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        if name == "cookie" && !self.cookies.is_empty() {
+            return Some(self.cookies.join("; ").into_bytes());
+        }
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone().into_bytes())
+    }
+
+    fn client_address(&self) -> Option<Vec<u8>> {
+        self.client_ip.clone().map(String::into_bytes)
+    }
+}
+
+fn explain(args: &[String]) -> Result<String, String> {
+    let mut config_path = None;
+    let mut request = CommandLineRequest::default();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--config" => config_path = Some(value()?),
+            "--host" => request.host = Some(value()?),
+            "--header" | "-H" => {
+                let header = value()?;
+                let (name, value) = header
+                    .split_once(':')
+                    .ok_or_else(|| format!("--header {header:?}: expected 'NAME: VALUE'"))?;
+                request
+                    .headers
+                    .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+            "--cookie" => request.cookies.push(value()?),
+            "--client-ip" => request.client_ip = Some(value()?),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let config_path = config_path.ok_or_else(|| format!("--config is required\n{USAGE}"))?;
+    let host = request
+        .host
+        .clone()
+        .ok_or_else(|| format!("--host is required\n{USAGE}"))?;
+    let mut configs = read_configs(&config_path)?;
+    if configs.len() != 1 {
+        return Err(format!(
+            "{config_path}: holds {} configs; explain needs exactly one",
+            configs.len()
+        ));
+    }
+    let found = configs.remove(0);
+    let config = found
+        .value
+        .and_then(|v| Config::from_value(&v).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: invalid configuration: {e}", found.label))?;
+    Ok(explain_request(&config, &host, &request))
+}
+
+fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) -> String {
+    let Some(route) = config.route_for_authority(host.as_bytes()) else {
+        return format!(
+            "host {host}: no route; passed through untouched (a client-sent {} header is removed)\n",
+            config.decision_header
+        );
+    };
+    let weight = f64::from(route.canary_basis_points) / 100.0;
+    let decision = decide(route, request, || 0);
+    let mut out = format!("host {host}: route {} (canary_weight {weight})\n", route.host);
+    match decision.reason {
+        Reason::Pinned { rule } => {
+            let _ = writeln!(out, "variant: {}", decision.variant.as_str());
+            if let Some(pin) = route.pins.get(rule) {
+                let value = String::from_utf8_lossy(&pin.value);
+                let _ = writeln!(
+                    out,
+                    "why: pinned by pin[{rule}]: {} is {value:?}",
+                    describe(&pin.source)
+                );
+            }
+            out += &describe_action(config, route, decision.variant);
+        }
+        Reason::Sticky { bucket } => {
+            let source = route.sticky.as_ref().map(describe).unwrap_or_default();
+            let _ = writeln!(out, "variant: {}", decision.variant.as_str());
+            let _ = writeln!(
+                out,
+                "why: sticky: {source} is in bucket {bucket} of 10000 (salt {:?}); canary takes buckets below {}",
+                route.salt, route.canary_basis_points
+            );
+            out += &describe_action(config, route, decision.variant);
+        }
+        Reason::Random { .. } => {
+            let why = match &route.sticky {
+                Some(source) => format!("no pin matched and the request has no {}", describe(source)),
+                None => "no pin matched and the route has no sticky key".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "variant: random: canary for {weight} % of such requests, primary otherwise"
+            );
+            let _ = writeln!(out, "why: {why}");
+            if route.canary_basis_points > 0 {
+                out += &describe_action(config, route, Variant::Canary);
+            }
+            if route.canary_basis_points < 10_000 {
+                out += &describe_action(config, route, Variant::Primary);
+            }
+        }
+    }
+    out
+}
+
+fn describe(source: &KeySource) -> String {
+    match source {
+        KeySource::Header(name) => format!("header {name}"),
+        KeySource::Cookie(name) => format!("cookie {name}"),
+        KeySource::ClientAddress => "client address".to_owned(),
+    }
+}
+
+fn describe_action(config: &Config, route: &Route, variant: Variant) -> String {
+    let mut action = format!(
+        "{}: sets {}: {}",
+        variant.as_str(),
+        config.decision_header,
+        variant.as_str()
+    );
+    if let Some(host) = &route.target(variant).host {
+        let _ = write!(
+            action,
+            "; rewrites :authority to {host} (original kept in {FORWARDED_HOST_HEADER})"
+        );
+    }
+    action + "\n"
+}
