@@ -106,9 +106,32 @@ def catch_all_route() -> dict:
     return vhost("others", ["*"], [to_cluster("other")])
 
 
-def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict]) -> dict:
+def wasm_filter_config(filter_config: str) -> dict:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": "canary-split",
+            "root_id": "canary-split",
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
+            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(MODULE)}}},
+        },
+    }
+
+
+def write_ecds(path: pathlib.Path, filter_config: str):
+    """Publishes a filter config the way Istio does (ECDS), through a watched file, atomically."""
+    resource = {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
+    staging = path.with_suffix(".staging")
+    staging.write_text(json.dumps({"resources": [resource]}))
+    staging.rename(path)
+
+
+def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict],
+              ecds_path: pathlib.Path | None = None) -> dict:
     """An Envoy config; with `filter_config` None the gateway runs without the filter, as Istio
-    leaves it when a FAIL_OPEN plugin cannot be loaded."""
+    leaves it when a FAIL_OPEN plugin cannot be loaded. With `ecds_path` the filter's config is
+    read from that file (see `write_ecds`) and reloaded when it changes."""
     def cluster(name: str, port: int) -> dict:
         return {
             "name": name,
@@ -118,22 +141,16 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
         }
 
-    wasm_filter = {
-        "name": "canary-split",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "canary-split",
-                "root_id": "canary-split",
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
-                "vm_config": {
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(MODULE)}},
-                },
-            },
-        },
-    }
+    if ecds_path:
+        write_ecds(ecds_path, filter_config)
+        wasm_filter = {"name": "canary-split", "config_discovery": {
+            "config_source": {"path_config_source": {
+                "path": str(ecds_path), "watched_directory": {"path": str(ecds_path.parent)}}},
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}
+    else:
+        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
     return {
+        "node": {"id": "gateway", "cluster": "canary-split-tests"},  # dynamic config needs a node
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [{
