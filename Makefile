@@ -9,11 +9,12 @@ PYTHON := $(VENV)/bin/python
 TOOLS := $(CURDIR)/.tools
 MODULE := target/wasm32-wasip1/release/canary_split.wasm
 MODULE_BUDGET_BYTES := 204800
+IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # The test runner must match the wasm-bindgen version in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: build cli demo test test-rust test-wasm test-python lint setup rust-targets clean
+.PHONY: build cli demo image test test-rust test-wasm test-python lint setup system-tools rust-targets clean
 
 ## build: the filter module, checked against its size budget
 build: rust-targets
@@ -42,14 +43,24 @@ test-wasm: rust-targets $(WASM_TEST_RUNNER)
 		cargo test --lib --target wasm32-unknown-unknown
 
 # The manifest checks run the native CLI; the end-to-end tests run the module in Envoy.
-test-python: build cli $(VENV)/.installed
+test-python: build cli $(VENV)/.installed system-tools
 	$(PYTHON) -m pytest tests
 
 ## cli: the operator tool (check, explain) at target/debug/canary-split
 cli:
 	cargo build -p canary-split-cli
 
-setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER)
+## image: the module as an OCI image layout (Wasm image "compat" variant) in target/oci/
+image: build $(VENV)/.installed
+	$(PYTHON) scripts/oci_image.py $(MODULE) target/oci/canary-split $(IMAGE_TAG)
+
+setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER) system-tools
+
+# Debian packages the tests and benchmarks use (root, as on the project's machines).
+SYSTEM_TOOLS := skopeo wrk h2load
+system-tools:
+	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq skopeo wrk nghttp2-client; fi
 
 rust-targets:
 	@rustup target list --installed | grep -qx wasm32-wasip1 && \
