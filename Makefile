@@ -14,7 +14,7 @@ IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: build cli demo image test test-rust test-wasm test-python lint setup system-tools rust-targets clean
+.PHONY: build cli demo demo-kserve image test test-rust test-wasm test-python lint setup system-tools rust-targets clean
 
 ## build: the filter module, checked against its size budget
 build: rust-targets
@@ -26,6 +26,10 @@ build: rust-targets
 ## demo: Envoy with the filter in front of two local upstreams; shows split, pinning, stickiness
 demo: build $(VENV)/.installed
 	$(PYTHON) scripts/demo.py
+
+## demo-kserve: the istio/ deployment on two real KServe model servers
+demo-kserve: build $(VENV)/.installed $(VENV)/.kserve-installed
+	$(PYTHON) scripts/demo_kserve.py
 
 ## test: every test: native core, the core inside a Wasm engine, real Envoy end to end
 test: lint test-rust test-wasm test-python
@@ -43,7 +47,7 @@ test-wasm: rust-targets $(WASM_TEST_RUNNER)
 		cargo test --lib --target wasm32-unknown-unknown
 
 # The manifest checks run the native CLI; the end-to-end tests run the module in Envoy.
-test-python: build cli $(VENV)/.installed system-tools
+test-python: build cli $(VENV)/.installed $(VENV)/.kserve-installed system-tools
 	$(PYTHON) -m pytest tests
 
 ## cli: the operator tool (check, explain) at target/debug/canary-split
@@ -70,6 +74,10 @@ rust-targets:
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+$(VENV)/.kserve-installed: $(VENV)/.installed tests/requirements-kserve.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt -r tests/requirements-kserve.txt
 	touch $@
 
 $(WASM_TEST_RUNNER): Cargo.lock
