@@ -8,8 +8,10 @@ use crate::sticky_hash;
 /// What the decision may read from a request. Each value is fetched only when a rule needs it,
 /// so a route without pins or stickiness costs no header reads.
 pub trait RequestView {
-    /// The value of a request header, by lower-case name.
+    /// The value of a request header, by lower-case name (the first, if it is repeated).
     fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Every `Cookie` header's value, joined with `; `: an HTTP/1.1 client may send several.
+    fn cookies(&self) -> Option<Vec<u8>>;
     /// The client's address as the proxy reports it, port included (`10.0.0.1:5555`, `[::1]:80`).
     fn client_address(&self) -> Option<Vec<u8>>;
 }
@@ -68,7 +70,7 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
     Decision { variant, reason }
 }
 
-/// Reads key sources from a request, fetching the `Cookie` header at most once.
+/// Reads key sources from a request, fetching the cookies at most once.
 struct RequestValues<'r, R> {
     request: &'r R,
     cookie_header: Option<Option<Vec<u8>>>,
@@ -80,7 +82,7 @@ impl<R: RequestView> RequestValues<'_, R> {
             KeySource::Header(name) => self.request.header(name),
             KeySource::Cookie(name) => {
                 let request = self.request;
-                let header = self.cookie_header.get_or_insert_with(|| request.header("cookie"));
+                let header = self.cookie_header.get_or_insert_with(|| request.cookies());
                 cookie::find(header.as_deref()?, name.as_bytes()).map(<[u8]>::to_vec)
             }
             KeySource::ClientAddress => self
@@ -134,6 +136,10 @@ mod tests {
         fn header(&self, name: &str) -> Option<Vec<u8>> {
             self.reads.borrow_mut().push(name.to_owned());
             self.headers.get(name).cloned()
+        }
+        fn cookies(&self) -> Option<Vec<u8>> {
+            self.reads.borrow_mut().push("cookies".to_owned());
+            self.headers.get("cookie").cloned()
         }
         fn client_address(&self) -> Option<Vec<u8>> {
             self.reads.borrow_mut().push("client address".to_owned());
@@ -304,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn cookie_header_is_read_once_and_nothing_more_than_needed() {
+    fn cookies_are_read_once_and_nothing_more_than_needed() {
         let route = route(
             r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50,
                 "pin": [{"cookie": "p1", "value": "v", "to": "canary"}, {"cookie": "p2", "value": "v", "to": "canary"}],
@@ -312,7 +318,7 @@ mod tests {
         );
         let request = FakeRequest::default().with("cookie", b"uid=bob");
         decide(&route, &request, no_random);
-        assert_eq!(*request.reads.borrow(), vec!["cookie".to_owned()]);
+        assert_eq!(*request.reads.borrow(), vec!["cookies".to_owned()]);
 
         let plain = self::route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50}"#);
         let request = FakeRequest::default();

@@ -13,6 +13,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config::{Config, FORWARDED_HOST_HEADER};
 use crate::decision::{decide, RequestView};
+use crate::header_map;
 use crate::sticky_hash::BUCKETS;
 
 proxy_wasm::main! {{
@@ -106,9 +107,36 @@ impl RequestView for HostRequest {
         request_header(name)
     }
 
+    fn cookies(&self) -> Option<Vec<u8>> {
+        // One read of the whole map: the single-value getter returns only the first Cookie header.
+        let serialized = request_header_pairs()?;
+        let mut values = header_map::values(&serialized, b"cookie");
+        let mut joined = values.next()?.to_vec();
+        for value in values {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(value);
+        }
+        Some(joined)
+    }
+
     fn client_address(&self) -> Option<Vec<u8>> {
         hostcalls::get_property(vec!["source", "address"]).ok().flatten()
     }
+}
+
+/// The request's serialized header map, through the raw ABI: the SDK's reader panics on names
+/// that are not UTF-8 and on statuses it does not expect.
+fn request_header_pairs() -> Option<Vec<u8>> {
+    const HTTP_REQUEST_HEADERS: u32 = 0;
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the pointers are valid for the call; the host allocates the result only on success.
+    let status = unsafe { proxy_get_header_map_pairs(HTTP_REQUEST_HEADERS, &mut data, &mut size) };
+    if status != STATUS_OK || data.is_null() {
+        return None;
+    }
+    // SAFETY: on success the host hands over a buffer of `size` bytes it allocated with our allocator.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 fn request_header(name: &str) -> Option<Vec<u8>> {
@@ -156,6 +184,8 @@ fn clear_route_cache() {
 }
 
 extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -166,5 +196,6 @@ extern "C" {
     ) -> u32;
 }
 
-/// A raw `u32`, not the SDK's `Status` enum: a value outside the enum must not be undefined behaviour.
+/// Statuses are raw `u32`s, not the SDK's `Status` enum: a value outside it must not be undefined
+/// behaviour.
 const STATUS_OK: u32 = 0;

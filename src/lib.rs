@@ -8,6 +8,7 @@ pub mod authority;
 pub mod config;
 pub mod cookie;
 pub mod decision;
+pub mod header_map;
 pub mod sticky_hash;
 
 #[cfg(target_os = "wasi")]

@@ -114,13 +114,20 @@ struct CommandLineRequest {
 
 impl RequestView for CommandLineRequest {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        if name == "cookie" && !self.cookies.is_empty() {
-            return Some(self.cookies.join("; ").into_bytes());
-        }
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone().into_bytes())
+    }
+
+    fn cookies(&self) -> Option<Vec<u8>> {
+        let in_headers = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, v)| v.as_str());
+        let all: Vec<&str> = in_headers.chain(self.cookies.iter().map(String::as_str)).collect();
+        (!all.is_empty()).then(|| all.join("; ").into_bytes())
     }
 
     fn client_address(&self) -> Option<Vec<u8>> {

@@ -269,6 +269,16 @@ class Envoy:
         self.stop()
 
 
+def h2_get(port: int, host: str, headers: list[tuple[str, str]] = ()) -> Response:
+    """One HTTP/2 (h2c) request with nghttp; a header given twice is sent as two fields."""
+    command = ["nghttp", "-H", f":authority: {host}", f"http://127.0.0.1:{port}/"]
+    for name, value in headers:
+        command[1:1] = ["-H", f"{name}: {value}"]
+    body = json.loads(subprocess.run(command, check=True, capture_output=True, timeout=10).stdout)
+    header_list = [(k, v) for k, v in body["headers"]]
+    return Response(200, body["upstream"], dict(header_list), header_list)
+
+
 class Client:
     """A keep-alive HTTP/1.1 client to one Envoy; header values may be raw bytes."""
 

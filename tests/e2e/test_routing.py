@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness import DECISION_HEADER
+from harness import DECISION_HEADER, h2_get
 
 PUBLIC = "shop.example.com"
 PRIMARY_HOST = "shop-primary.example.com"
@@ -112,6 +112,17 @@ def test_pins_match_only_the_exact_value(gateway):
     for value in ["Test", "tests", "tes", "test,test", "test;"]:
         assert client.get(PUBLIC, [("traffic", value)]).upstream == "primary", value
     assert client.get(PUBLIC, [("cookie", "canary=nevermore; xcanary=always")]).upstream == "primary"
+
+
+def test_cookies_are_read_from_every_cookie_header(gateway):
+    # RFC 6265 wants one Cookie header, but HTTP/1.1 clients may send several, and HTTP/2 clients
+    # send cookies as separate fields; a pin in any of them must count.
+    client = gateway({"routes": [header_route(100, pin=PINS, sticky={"cookie": "uid"})]})
+    for _ in range(20):
+        split = [("cookie", "session=1"), ("cookie", "theme=dark; canary=never")]
+        assert client.get(PUBLIC, split).upstream == "primary"
+        assert h2_get(client.port, PUBLIC, split).upstream == "primary"
+    assert client.get(PUBLIC, [("cookie", "session=1")]).upstream == "canary"
 
 
 def test_first_matching_pin_wins(gateway):
