@@ -78,13 +78,16 @@ impl HttpContext for CanarySplit {
     }
 }
 
+/// Envoy selects the route again after this module changes a request header: it does so for
+/// every module on ABI 0.2.1, this SDK's (the explicit `clear_route_cache` call is only needed
+/// from ABI 0.2.2 on). The end-to-end tests run a filter that resolves the route first, and fail
+/// if that ever stops being true.
 fn route_request(config: &Config) {
     let authority = request_header(":authority");
     let Some(route) = authority.as_deref().and_then(|a| config.route_for_authority(a)) else {
         // Not a split host: only make sure the client cannot choose a variant itself.
         if request_header(&config.decision_header).is_some() {
             remove_request_header(&config.decision_header);
-            clear_route_cache();
         }
         return;
     };
@@ -96,7 +99,6 @@ fn route_request(config: &Config) {
         }
         set_request_header(":authority", target_host.as_bytes());
     }
-    clear_route_cache();
 }
 
 /// The request as the decision sees it, read from the host on demand.
@@ -157,43 +159,8 @@ fn remove_request_header(name: &str) {
     }
 }
 
-/// Asks Envoy to select the route again, now that the headers it matches on have changed.
-/// Envoy also does this by itself for ABI 0.2.1 modules, but relying on the explicit call keeps
-/// routing right on hosts that stop doing it implicitly. Hosts without the function answer
-/// `NotFound`, which is fine: they clear the cache implicitly.
-fn clear_route_cache() {
-    // Called through the raw ABI: the SDK's wrapper panics on statuses it does not expect.
-    let name = "clear_route_cache";
-    let mut result_data: *mut u8 = std::ptr::null_mut();
-    let mut result_size: usize = 0;
-    // SAFETY: the pointers are valid for the call; the host allocates result data only on success.
-    let status = unsafe {
-        proxy_call_foreign_function(
-            name.as_ptr(),
-            name.len(),
-            std::ptr::null(),
-            0,
-            &mut result_data,
-            &mut result_size,
-        )
-    };
-    if status == STATUS_OK && !result_data.is_null() {
-        // SAFETY: on success the host hands over a buffer it allocated with our allocator.
-        drop(unsafe { Vec::from_raw_parts(result_data, result_size, result_size) });
-    }
-}
-
 extern "C" {
     fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
-
-    fn proxy_call_foreign_function(
-        function_name_data: *const u8,
-        function_name_size: usize,
-        arguments_data: *const u8,
-        arguments_size: usize,
-        results_data: *mut *mut u8,
-        results_size: *mut usize,
-    ) -> u32;
 }
 
 /// Statuses are raw `u32`s, not the SDK's `Status` enum: a value outside it must not be undefined

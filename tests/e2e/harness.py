@@ -103,7 +103,12 @@ def split_routes(public_host: str, primary_host: str | None, canary_host: str | 
 
 
 def catch_all_route() -> dict:
-    return vhost("others", ["*"], [to_cluster("other")])
+    """Hosts that are not split. A decision header would send them to the canary: the filter
+    removes it, so this route is taken only if Envoy fails to select the route again."""
+    return vhost("others", ["*"], [
+        to_cluster("canary", [{"name": DECISION_HEADER, "string_match": {"exact": "canary"}}]),
+        to_cluster("other"),
+    ])
 
 
 def wasm_filter_config(filter_config: str) -> dict:
