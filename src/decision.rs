@@ -35,12 +35,9 @@ pub struct Decision {
 /// Picks the variant: the first matching pin rule, else the sticky key's bucket, else
 /// `random_bucket()` (a uniform number in `0..10_000`). Canary when the bucket is below the weight.
 pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnOnce() -> u16) -> Decision {
-    let mut values = RequestValues {
-        request,
-        cookie_header: None,
-    };
+    let mut values = RequestValues::new(request);
     for (rule, pin) in route.pins.iter().enumerate() {
-        if values.read(&pin.source).is_some_and(|value| value == pin.value) {
+        if values.read(&pin.source) == Some(&pin.value[..]) {
             return Decision {
                 variant: pin.to,
                 reason: Reason::Pinned { rule },
@@ -54,7 +51,7 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
         .filter(|key| !key.is_empty());
     let (bucket, reason) = match sticky_key {
         Some(key) => {
-            let bucket = sticky_hash::bucket(route.salt.as_bytes(), &key);
+            let bucket = sticky_hash::bucket(route.salt.as_bytes(), key);
             (bucket, Reason::Sticky { bucket })
         }
         None => {
@@ -70,25 +67,46 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
     Decision { variant, reason }
 }
 
-/// Reads key sources from a request, fetching the cookies at most once.
-struct RequestValues<'r, R> {
+/// What the decision has read from a request so far: each header, the cookies and the client
+/// address are fetched at most once, however many rules look at them (each read is a host call).
+struct RequestValues<'c, 'r, R> {
     request: &'r R,
-    cookie_header: Option<Option<Vec<u8>>>,
+    headers: Vec<(&'c str, Option<Vec<u8>>)>,
+    cookies: Option<Option<Vec<u8>>>,
+    client_address: Option<Option<Vec<u8>>>,
 }
 
-impl<R: RequestView> RequestValues<'_, R> {
-    fn read(&mut self, source: &KeySource) -> Option<Vec<u8>> {
+impl<'c, 'r, R: RequestView> RequestValues<'c, 'r, R> {
+    fn new(request: &'r R) -> Self {
+        RequestValues {
+            request,
+            headers: Vec::new(),
+            cookies: None,
+            client_address: None,
+        }
+    }
+
+    fn read(&mut self, source: &'c KeySource) -> Option<&[u8]> {
+        let request = self.request;
         match source {
-            KeySource::Header(name) => self.request.header(name),
-            KeySource::Cookie(name) => {
-                let request = self.request;
-                let header = self.cookie_header.get_or_insert_with(|| request.cookies());
-                cookie::find(header.as_deref()?, name.as_bytes()).map(<[u8]>::to_vec)
+            KeySource::Header(name) => {
+                let index = match self.headers.iter().position(|(read, _)| *read == name) {
+                    Some(index) => index,
+                    None => {
+                        self.headers.push((name, request.header(name)));
+                        self.headers.len() - 1
+                    }
+                };
+                self.headers.get(index)?.1.as_deref()
             }
-            KeySource::ClientAddress => self
-                .request
-                .client_address()
-                .map(|address| without_port(&address).to_vec()),
+            KeySource::Cookie(name) => {
+                let cookies = self.cookies.get_or_insert_with(|| request.cookies());
+                cookie::find(cookies.as_deref()?, name.as_bytes())
+            }
+            KeySource::ClientAddress => {
+                let address = self.client_address.get_or_insert_with(|| request.client_address());
+                Some(without_port(address.as_deref()?))
+            }
         }
     }
 }
@@ -310,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn cookies_are_read_once_and_nothing_more_than_needed() {
+    fn each_value_is_read_once_and_nothing_more_than_needed() {
         let route = route(
             r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50,
                 "pin": [{"cookie": "p1", "value": "v", "to": "canary"}, {"cookie": "p2", "value": "v", "to": "canary"}],
@@ -319,6 +337,16 @@ mod tests {
         let request = FakeRequest::default().with("cookie", b"uid=bob");
         decide(&route, &request, no_random);
         assert_eq!(*request.reads.borrow(), vec!["cookies".to_owned()]);
+
+        let same_header = self::route(
+            r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50,
+                "pin": [{"header": "x-canary", "value": "always", "to": "canary"},
+                        {"header": "x-canary", "value": "never", "to": "primary"}],
+                "sticky": {"header": "x-canary"}}"#,
+        );
+        let request = FakeRequest::default().with("x-canary", b"sometimes");
+        decide(&same_header, &request, no_random);
+        assert_eq!(*request.reads.borrow(), vec!["x-canary".to_owned()]);
 
         let plain = self::route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50}"#);
         let request = FakeRequest::default();
