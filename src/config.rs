@@ -98,17 +98,17 @@ impl Config {
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
         if json.trim_ascii().is_empty() {
             return Err(ConfigError::new(
-                "config",
+                Path::Root,
                 "is empty (expected a JSON object with \"routes\")",
             ));
         }
-        let value: Value =
-            serde_json::from_slice(json).map_err(|e| ConfigError::new("config", format!("is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(json)
+            .map_err(|e| ConfigError::new(Path::Root, format!("is not valid JSON: {e}")))?;
         Config::from_value(&value)
     }
 
     pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
-        let root = Object::new(value, String::new(), CONFIG_FIELDS)?;
+        let root = Object::new(value, Path::Root, CONFIG_FIELDS)?;
         let decision_header = match root.optional("decision_header") {
             Some(field) => field.header_name()?,
             None => DEFAULT_DECISION_HEADER.to_owned(),
@@ -117,11 +117,11 @@ impl Config {
         let mut routes = Vec::new();
         let mut route_by_host = HashMap::new();
         for (index, route_value) in routes_field.array()?.iter().enumerate() {
-            let path = format!("{}[{index}]", routes_field.path);
-            let route = parse_route(route_value, path.clone())?;
+            let path = Path::Index(&routes_field.path, index);
+            let route = parse_route(route_value, path)?;
             if let Some(&first) = route_by_host.get(route.host.as_bytes()) {
                 return Err(ConfigError::new(
-                    format!("{path}.host"),
+                    Path::Field(&path, "host"),
                     format!("{:?} is already the host of routes[{first}]", route.host),
                 ));
             }
@@ -143,7 +143,7 @@ impl Config {
     }
 }
 
-fn parse_route(value: &Value, path: String) -> Result<Route, ConfigError> {
+fn parse_route(value: &Value, path: Path) -> Result<Route, ConfigError> {
     let route = Object::new(value, path, ROUTE_FIELDS)?;
     let host = route.required("host")?.public_host()?;
     let primary = parse_target(route.required("primary")?)?;
@@ -154,7 +154,7 @@ fn parse_route(value: &Value, path: String) -> Result<Route, ConfigError> {
             let rules = field.array()?;
             let mut pins = Vec::with_capacity(rules.len());
             for (index, rule) in rules.iter().enumerate() {
-                pins.push(parse_pin_rule(rule, format!("{}[{index}]", field.path))?);
+                pins.push(parse_pin_rule(rule, Path::Index(&field.path, index))?);
             }
             pins
         }
@@ -182,7 +182,7 @@ fn parse_target(field: Field) -> Result<Target, ConfigError> {
     Ok(Target { host })
 }
 
-fn parse_pin_rule(value: &Value, path: String) -> Result<PinRule, ConfigError> {
+fn parse_pin_rule(value: &Value, path: Path) -> Result<PinRule, ConfigError> {
     let rule = Object::new(value, path, PIN_RULE_FIELDS)?;
     let source = match (rule.optional("header"), rule.optional("cookie")) {
         (Some(header), None) => KeySource::Header(header.header_name()?),
@@ -219,10 +219,30 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
+    fn new(path: Path, problem: impl Into<String>) -> Self {
         ConfigError {
-            path: path.into(),
+            path: path.to_string(),
             problem: problem.into(),
+        }
+    }
+}
+
+/// Where a value sits in the config (`routes[0].pin[1]`): kept as links to its parents and
+/// rendered only for an error, so validating a large config builds no strings.
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Root,
+    Field(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => f.write_str("config"),
+            Path::Field(Path::Root, name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
         }
     }
 }
@@ -236,65 +256,56 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// A JSON object whose field names have been checked against the ones allowed at `path`.
-struct Object<'v> {
+struct Object<'v, 'p> {
     fields: &'v Map<String, Value>,
-    path: String,
+    path: Path<'p>,
 }
 
-impl<'v> Object<'v> {
-    fn new(value: &'v Value, path: String, allowed: &[&str]) -> Result<Self, ConfigError> {
+impl<'v, 'p> Object<'v, 'p> {
+    fn new(value: &'v Value, path: Path<'p>, allowed: &[&str]) -> Result<Self, ConfigError> {
         let Value::Object(fields) = value else {
             return Err(Field { value, path }.type_error("an object"));
         };
         let object = Object { fields, path };
         if let Some(unknown) = fields.keys().find(|name| !allowed.contains(&name.as_str())) {
             return Err(ConfigError::new(
-                object.child_path(unknown),
+                Path::Field(&object.path, unknown),
                 format!("unknown field (expected one of: {})", allowed.join(", ")),
             ));
         }
         Ok(object)
     }
 
-    fn child_path(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.path)
-        }
-    }
-
     /// A field that is absent or JSON `null` counts as not set.
-    fn optional(&self, name: &str) -> Option<Field<'v>> {
+    fn optional<'s>(&'s self, name: &'static str) -> Option<Field<'v, 's>> {
         match self.fields.get(name) {
             None | Some(Value::Null) => None,
             Some(value) => Some(Field {
                 value,
-                path: self.child_path(name),
+                path: Path::Field(&self.path, name),
             }),
         }
     }
 
-    fn required(&self, name: &str) -> Result<Field<'v>, ConfigError> {
+    fn required<'s>(&'s self, name: &'static str) -> Result<Field<'v, 's>, ConfigError> {
         self.optional(name)
-            .ok_or_else(|| ConfigError::new(self.child_path(name), "missing"))
+            .ok_or_else(|| ConfigError::new(Path::Field(&self.path, name), "missing"))
     }
 
     fn error(&self, problem: &str) -> ConfigError {
-        let path = if self.path.is_empty() { "config" } else { &self.path };
-        ConfigError::new(path, problem)
+        ConfigError::new(self.path, problem)
     }
 }
 
 /// One JSON value with its path, and the typed readers that validate it.
-struct Field<'v> {
+struct Field<'v, 'p> {
     value: &'v Value,
-    path: String,
+    path: Path<'p>,
 }
 
-impl<'v> Field<'v> {
+impl<'v> Field<'v, '_> {
     fn error(&self, problem: impl Into<String>) -> ConfigError {
-        ConfigError::new(self.path.clone(), problem)
+        ConfigError::new(self.path, problem)
     }
 
     fn type_error(&self, expected: &str) -> ConfigError {
@@ -306,8 +317,7 @@ impl<'v> Field<'v> {
             Value::Array(_) => "an array".to_owned(),
             Value::Object(_) => "an object".to_owned(),
         };
-        let path = if self.path.is_empty() { "config" } else { &self.path };
-        ConfigError::new(path, format!("expected {expected}, found {found}"))
+        ConfigError::new(self.path, format!("expected {expected}, found {found}"))
     }
 
     fn array(&self) -> Result<&'v Vec<Value>, ConfigError> {
