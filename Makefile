@@ -31,8 +31,9 @@ demo: build $(VENV)/.installed
 demo-kserve: build $(VENV)/.installed $(VENV)/.kserve-installed
 	$(PYTHON) scripts/demo_kserve.py
 
-## test: every test: native core, the core inside a Wasm engine, real Envoy end to end
-test: lint test-rust test-wasm test-python
+## test: every test: native core, the core inside a Wasm engine, real Envoy end to end, and a
+## short run of every benchmark configuration so the suite cannot rot
+test: lint test-rust test-wasm test-python bench-smoke
 
 lint: rust-targets
 	cargo fmt --all --check
@@ -87,3 +88,5 @@ $(WASM_TEST_RUNNER): Cargo.lock
 clean:
 	cargo clean
 	rm -rf $(VENV) $(TOOLS)
+
+include bench/bench.mk

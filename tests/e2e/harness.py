@@ -183,6 +183,17 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
     }
 
 
+def stop_process(process: subprocess.Popen | None):
+    """Terminates a child process, and kills it if it has not exited after ten seconds."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Envoy:
     """One Envoy process; `start()` returns once its listener accepts requests."""
 
@@ -259,13 +270,7 @@ class Envoy:
             return ""
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> "Envoy":
         return self.start()

@@ -1,0 +1,72 @@
+//! The decision core per request, natively: route lookup by `:authority` plus `decide`, for a
+//! pinned request, a sticky header and a random pick (target: under 200 ns).
+
+// A broken fixture must stop the run loudly, as in a test.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use canary_split::config::Config;
+use canary_split::decision::{decide, RequestView};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+
+mod fixtures;
+
+const HOST: &str = "shop.example.com";
+
+/// Request headers as the glue would read them: every read hands back an owned copy, as a host
+/// call does.
+struct Request<'a> {
+    headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl RequestView for Request<'_> {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_vec())
+    }
+
+    fn cookies(&self) -> Option<Vec<u8>> {
+        self.header("cookie")
+    }
+
+    fn client_address(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+fn bench_case(group: &mut BenchmarkGroup<WallTime>, name: &str, config: &Config, headers: &[(&str, &[u8])]) {
+    let request = Request { headers };
+    let authority = HOST.as_bytes();
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            // A fixed bucket stands in for the random draw: fastrand is a few instructions.
+            let route = config.route_for_authority(black_box(authority));
+            route.map(|route| decide(route, black_box(&request), || black_box(4_321)).variant)
+        })
+    });
+}
+
+fn decision(c: &mut Criterion) {
+    // 100 routes: a busy gateway's worth; the lookup is a hash map, so the count barely matters.
+    let sticky = Config::from_json(fixtures::config_json(HOST, 100, true).as_bytes()).expect("valid sticky config");
+    let random = Config::from_json(fixtures::config_json(HOST, 100, false).as_bytes()).expect("valid random config");
+    let mut group = c.benchmark_group("decision");
+    bench_case(
+        &mut group,
+        "pinned",
+        &sticky,
+        &[("traffic", b"test"), ("x-user-id", b"user-42")],
+    );
+    bench_case(&mut group, "sticky_header", &sticky, &[("x-user-id", b"user-42")]);
+    bench_case(&mut group, "random", &random, &[("x-user-id", b"user-42")]);
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = decision
+}
+criterion_main!(benches);
