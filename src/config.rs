@@ -2,9 +2,10 @@
 //! problem (`routes[0].canary_weight: 150 is not in 0..=100`). Everything the request path needs
 //! is prepared here, once: lower-cased names, weights in basis points, a map from host to route.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::authority::{self, MAX_HOST_LEN};
@@ -95,6 +96,11 @@ pub struct Config {
 
 impl Config {
     /// Parses and validates the filter's JSON configuration.
+    ///
+    /// Each route stays raw JSON until its turn, so only one route's JSON tree exists at a time:
+    /// a Wasm VM's memory never shrinks, and a tree of every route of a large config would stay
+    /// allocated in every worker. Anything that is not an object with a `routes` array takes the
+    /// whole-tree path, which names the problem.
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
         if json.trim_ascii().is_empty() {
             return Err(ConfigError::new(
@@ -102,37 +108,77 @@ impl Config {
                 "is empty (expected a JSON object with \"routes\")",
             ));
         }
-        let value: Value = serde_json::from_slice(json)
-            .map_err(|e| ConfigError::new(Path::Root, format!("is not valid JSON: {e}")))?;
-        Config::from_value(&value)
+        let invalid_json = |e: serde_json::Error| ConfigError::new(Path::Root, format!("is not valid JSON: {e}"));
+        let top_level = serde_json::from_slice::<BTreeMap<String, &RawValue>>(json)
+            .ok()
+            .and_then(|fields| {
+                let routes = serde_json::from_str::<Vec<&RawValue>>(fields.get("routes")?.get()).ok()?;
+                Some((fields, routes))
+            });
+        let Some((fields, raw_routes)) = top_level else {
+            let value: Value = serde_json::from_slice(json).map_err(invalid_json)?;
+            return Config::from_value(&value);
+        };
+        let mut root = Map::new();
+        for (name, raw) in fields.into_iter().filter(|(name, _)| name != "routes") {
+            root.insert(name, serde_json::from_str(raw.get()).map_err(invalid_json)?);
+        }
+        root.insert("routes".to_owned(), Value::Array(Vec::new()));
+        let routes = raw_routes
+            .iter()
+            .map(|raw| serde_json::from_str::<Value>(raw.get()).map_err(invalid_json));
+        Config::from_root(&Value::Object(root), Some(routes))
     }
 
+    /// Validates a configuration already parsed, e.g. from the YAML of a WasmPlugin.
     pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
+        Config::from_root(value, None::<std::iter::Empty<Result<Value, ConfigError>>>)
+    }
+
+    /// Validates the root object; its routes come from `routes` when given, else from the tree.
+    fn from_root(
+        value: &Value,
+        routes: Option<impl Iterator<Item = Result<Value, ConfigError>>>,
+    ) -> Result<Config, ConfigError> {
         let root = Object::new(value, Path::Root, CONFIG_FIELDS)?;
         let decision_header = match root.optional("decision_header") {
             Some(field) => field.header_name()?,
             None => DEFAULT_DECISION_HEADER.to_owned(),
         };
         let routes_field = root.required("routes")?;
-        let mut routes = Vec::new();
-        let mut route_by_host = HashMap::new();
-        for (index, route_value) in routes_field.array()?.iter().enumerate() {
-            let path = Path::Index(&routes_field.path, index);
-            let route = parse_route(route_value, path)?;
-            if let Some(&first) = route_by_host.get(route.host.as_bytes()) {
-                return Err(ConfigError::new(
-                    Path::Field(&path, "host"),
-                    format!("{:?} is already the host of routes[{first}]", route.host),
-                ));
-            }
-            route_by_host.insert(route.host.as_bytes().to_vec(), index);
-            routes.push(route);
-        }
-        Ok(Config {
+        let in_tree = routes_field.array()?;
+        let mut config = Config {
             decision_header,
-            routes,
-            route_by_host,
-        })
+            routes: Vec::new(),
+            route_by_host: HashMap::new(),
+        };
+        match routes {
+            Some(routes) => {
+                for (index, route) in routes.enumerate() {
+                    config.add_route(&route?, Path::Index(&routes_field.path, index))?;
+                }
+            }
+            None => {
+                for (index, route) in in_tree.iter().enumerate() {
+                    config.add_route(route, Path::Index(&routes_field.path, index))?;
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    fn add_route(&mut self, value: &Value, path: Path) -> Result<(), ConfigError> {
+        let route = parse_route(value, path)?;
+        if let Some(&first) = self.route_by_host.get(route.host.as_bytes()) {
+            return Err(ConfigError::new(
+                Path::Field(&path, "host"),
+                format!("{:?} is already the host of routes[{first}]", route.host),
+            ));
+        }
+        self.route_by_host
+            .insert(route.host.as_bytes().to_vec(), self.routes.len());
+        self.routes.push(route);
+        Ok(())
     }
 
     /// The route for a request's `:authority`, matched case-insensitively with the port ignored.
@@ -480,6 +526,16 @@ mod tests {
             ]
         );
         assert_eq!(route.sticky, Some(KeySource::Header("x-user-id".into())));
+    }
+
+    #[test]
+    fn raw_and_tree_parsing_agree() {
+        let from_json = Config::from_json(CONTRACT_EXAMPLE.as_bytes()).expect("valid");
+        let tree: Value = serde_json::from_str(CONTRACT_EXAMPLE).expect("JSON");
+        let from_value = Config::from_value(&tree).expect("valid");
+        assert_eq!(from_json.routes, from_value.routes);
+        assert_eq!(from_json.decision_header, from_value.decision_header);
+        assert!(from_json.route_for_authority(b"sklearn-predictor.example.com").is_some());
     }
 
     #[test]
