@@ -2,13 +2,13 @@
 //! problem (`routes[0].canary_weight: 150 is not in 0..=100`). Everything the request path needs
 //! is prepared here, once: lower-cased names, weights in basis points, a map from host to route.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::authority::{self, MAX_HOST_LEN};
+use crate::json_split::{self, SplitConfig};
 use crate::sticky_hash::BUCKETS;
 
 /// The decision header's name when the config does not set `decision_header`.
@@ -97,10 +97,10 @@ pub struct Config {
 impl Config {
     /// Parses and validates the filter's JSON configuration.
     ///
-    /// Each route stays raw JSON until its turn, so only one route's JSON tree exists at a time:
-    /// a Wasm VM's memory never shrinks, and a tree of every route of a large config would stay
-    /// allocated in every worker. Anything that is not an object with a `routes` array takes the
-    /// whole-tree path, which names the problem.
+    /// Routes are parsed and validated one at a time, so only one route's JSON tree exists at
+    /// once: a Wasm VM's memory never shrinks, and a tree of every route of a large config would
+    /// stay allocated in every worker. On any problem the whole document is parsed again and the
+    /// problem reported from there, so the message never depends on the path taken.
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
         if json.trim_ascii().is_empty() {
             return Err(ConfigError::new(
@@ -108,61 +108,47 @@ impl Config {
                 "is empty (expected a JSON object with \"routes\")",
             ));
         }
-        let invalid_json = |e: serde_json::Error| ConfigError::new(Path::Root, format!("is not valid JSON: {e}"));
-        let top_level = serde_json::from_slice::<BTreeMap<String, &RawValue>>(json)
-            .ok()
-            .and_then(|fields| {
-                let routes = serde_json::from_str::<Vec<&RawValue>>(fields.get("routes")?.get()).ok()?;
-                Some((fields, routes))
-            });
-        let Some((fields, raw_routes)) = top_level else {
-            let value: Value = serde_json::from_slice(json).map_err(invalid_json)?;
-            return Config::from_value(&value);
-        };
-        let mut root = Map::new();
-        for (name, raw) in fields.into_iter().filter(|(name, _)| name != "routes") {
-            root.insert(name, serde_json::from_str(raw.get()).map_err(invalid_json)?);
+        if let Some(config) = json_split::split_routes(json).and_then(|split| Config::from_split(&split)) {
+            return Ok(config);
         }
-        root.insert("routes".to_owned(), Value::Array(Vec::new()));
-        let routes = raw_routes
-            .iter()
-            .map(|raw| serde_json::from_str::<Value>(raw.get()).map_err(invalid_json));
-        Config::from_root(&Value::Object(root), Some(routes))
+        let value: Value = serde_json::from_slice(json)
+            .map_err(|e| ConfigError::new(Path::Root, format!("is not valid JSON: {e}")))?;
+        Config::from_value(&value)
     }
 
     /// Validates a configuration already parsed, e.g. from the YAML of a WasmPlugin.
     pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
-        Config::from_root(value, None::<std::iter::Empty<Result<Value, ConfigError>>>)
+        Config::from_root(value, Config::without_routes())
     }
 
-    /// Validates the root object; its routes come from `routes` when given, else from the tree.
-    fn from_root(
-        value: &Value,
-        routes: Option<impl Iterator<Item = Result<Value, ConfigError>>>,
-    ) -> Result<Config, ConfigError> {
-        let root = Object::new(value, Path::Root, CONFIG_FIELDS)?;
-        let decision_header = match root.optional("decision_header") {
-            Some(field) => field.header_name()?,
-            None => DEFAULT_DECISION_HEADER.to_owned(),
-        };
-        let routes_field = root.required("routes")?;
-        let in_tree = routes_field.array()?;
-        let mut config = Config {
-            decision_header,
+    fn from_split(split: &SplitConfig) -> Option<Config> {
+        let mut config = Config::without_routes();
+        let routes_path = Path::Field(&Path::Root, "routes");
+        for (index, text) in split.routes.iter().enumerate() {
+            let route: Value = serde_json::from_slice(text).ok()?;
+            config.add_route(&route, Path::Index(&routes_path, index)).ok()?;
+        }
+        let root: Value = serde_json::from_slice(&split.without_routes).ok()?;
+        Config::from_root(&root, config).ok()
+    }
+
+    fn without_routes() -> Config {
+        Config {
+            decision_header: DEFAULT_DECISION_HEADER.to_owned(),
             routes: Vec::new(),
             route_by_host: HashMap::new(),
-        };
-        match routes {
-            Some(routes) => {
-                for (index, route) in routes.enumerate() {
-                    config.add_route(&route?, Path::Index(&routes_field.path, index))?;
-                }
-            }
-            None => {
-                for (index, route) in in_tree.iter().enumerate() {
-                    config.add_route(route, Path::Index(&routes_field.path, index))?;
-                }
-            }
+        }
+    }
+
+    /// Validates the root object and adds the routes in its tree to those already in `config`.
+    fn from_root(value: &Value, mut config: Config) -> Result<Config, ConfigError> {
+        let root = Object::new(value, Path::Root, CONFIG_FIELDS)?;
+        if let Some(field) = root.optional("decision_header") {
+            config.decision_header = field.header_name()?;
+        }
+        let routes_field = root.required("routes")?;
+        for (index, route) in routes_field.array()?.iter().enumerate() {
+            config.add_route(route, Path::Index(&routes_field.path, index))?;
         }
         Ok(config)
     }
@@ -529,13 +515,38 @@ mod tests {
     }
 
     #[test]
-    fn raw_and_tree_parsing_agree() {
-        let from_json = Config::from_json(CONTRACT_EXAMPLE.as_bytes()).expect("valid");
-        let tree: Value = serde_json::from_str(CONTRACT_EXAMPLE).expect("JSON");
-        let from_value = Config::from_value(&tree).expect("valid");
-        assert_eq!(from_json.routes, from_value.routes);
-        assert_eq!(from_json.decision_header, from_value.decision_header);
-        assert!(from_json.route_for_authority(b"sklearn-predictor.example.com").is_some());
+    fn route_by_route_and_whole_tree_parsing_agree() {
+        let tricky = r#"{"routes": [{"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 1,
+            "pin": [{"header": "h", "value": "]},{\"[\\", "to": "canary"}]}], "decision_header": "X-D"}"#;
+        for json in [CONTRACT_EXAMPLE, tricky] {
+            assert!(json_split::split_routes(json.as_bytes()).is_some(), "{json}");
+            let from_json = Config::from_json(json.as_bytes()).expect("valid");
+            let from_value = Config::from_value(&serde_json::from_str(json).expect("JSON")).expect("valid");
+            assert_eq!(from_json.routes, from_value.routes);
+            assert_eq!(from_json.decision_header, from_value.decision_header);
+            assert!(from_json
+                .route_for_authority(from_json.routes[0].host.as_bytes())
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_config_gets_the_whole_tree_message() {
+        for len in 0..CONTRACT_EXAMPLE.len() {
+            let truncated = &CONTRACT_EXAMPLE.as_bytes()[..len];
+            let error = Config::from_json(truncated).expect_err("truncated");
+            match serde_json::from_slice::<Value>(truncated) {
+                Ok(value) => assert_eq!(Some(error), Config::from_value(&value).err(), "{len}"),
+                Err(json_error) if len > 0 => {
+                    assert_eq!(
+                        error.to_string(),
+                        format!("config: is not valid JSON: {json_error}"),
+                        "{len}"
+                    )
+                }
+                Err(_) => assert_eq!(error.path, "config"),
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cookie;
 pub mod decision;
 pub mod header_map;
+mod json_split;
 pub mod sticky_hash;
 
 #[cfg(target_os = "wasi")]
