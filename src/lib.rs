@@ -1,8 +1,8 @@
 //! canary-split: picks the primary or the canary version of a service for every request.
 //!
 //! The decision core (`config`, `authority`, `sticky_hash`, `decision`) is plain Rust with no
-//! proxy-wasm types, so it is tested natively and inside a Wasm engine alike. `filter` is the thin
-//! proxy-wasm glue, compiled only for the module Envoy loads (`wasm32-wasip1`).
+//! proxy-wasm types, so it is tested natively and inside a Wasm engine alike. `filter` and `host`
+//! are the thin proxy-wasm glue, compiled only for the module Envoy loads (`wasm32-wasip1`).
 
 pub mod authority;
 pub mod config;
@@ -14,3 +14,5 @@ pub mod sticky_hash;
 
 #[cfg(target_os = "wasi")]
 mod filter;
+#[cfg(target_os = "wasi")]
+mod host;
