@@ -4,14 +4,13 @@
 //!
 //! The module exports only the callbacks it uses. Envoy enters the VM for every callback a module
 //! exports, on every stream, and an SDK exports all of them (response headers, log, done, ...);
-//! each entry costs about 0.3 µs of gateway CPU, which `make bench-profile` measures. Streams keep
-//! no state beyond the configuration they were created with.
+//! `make bench-profile` measures what those entries cost. Streams keep no state beyond the
+//! configuration they were created with (`contexts`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
 
 use crate::config::{Config, FORWARDED_HOST_HEADER};
+use crate::contexts::Contexts;
 use crate::decision::{decide, RequestView};
 use crate::header_map;
 use crate::host;
@@ -22,11 +21,7 @@ use crate::sticky_hash::BUCKETS;
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
 thread_local! {
-    /// Each plugin (root context) that uses this VM, with its configuration once it is valid.
-    /// Several plugins share a VM when they load the same module with the same VM configuration.
-    static PLUGINS: RefCell<HashMap<u32, Option<Rc<Config>>>> = RefCell::new(HashMap::new());
-    /// Each live stream, with its plugin's configuration at the time the stream started.
-    static STREAMS: RefCell<HashMap<u32, Option<Rc<Config>>>> = RefCell::new(HashMap::new());
+    static CONTEXTS: RefCell<Contexts<Config>> = RefCell::new(Contexts::default());
 }
 
 #[no_mangle]
@@ -37,22 +32,12 @@ pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_siz
 
 #[no_mangle]
 pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
-    if parent_context_id == 0 {
-        PLUGINS.with(|plugins| plugins.borrow_mut().insert(context_id, None));
-    } else {
-        let config = PLUGINS.with(|plugins| plugins.borrow().get(&parent_context_id).cloned().flatten());
-        STREAMS.with(|streams| streams.borrow_mut().insert(context_id, config));
-    }
+    CONTEXTS.with(|contexts| contexts.borrow_mut().created(context_id, parent_context_id));
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
-    if STREAMS
-        .with(|streams| streams.borrow_mut().remove(&context_id))
-        .is_none()
-    {
-        PLUGINS.with(|plugins| plugins.borrow_mut().remove(&context_id));
-    }
+    CONTEXTS.with(|contexts| contexts.borrow_mut().deleted(context_id));
 }
 
 /// Returning 0 (false) makes Envoy reject the configuration; the plugin's previous one, if any,
@@ -69,7 +54,7 @@ pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_
     match Config::from_json(&json) {
         Ok(config) => {
             log::info!("configured {} route(s)", config.routes.len());
-            PLUGINS.with(|plugins| plugins.borrow_mut().insert(root_context_id, Some(Rc::new(config))));
+            CONTEXTS.with(|contexts| contexts.borrow_mut().configured(root_context_id, config));
             1
         }
         Err(error) => {
@@ -83,7 +68,7 @@ pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
     const CONTINUE: u32 = 0;
-    if let Some(config) = STREAMS.with(|streams| streams.borrow().get(&context_id).cloned().flatten()) {
+    if let Some(config) = CONTEXTS.with(|contexts| contexts.borrow().of_stream(context_id)) {
         route_request(&config);
     }
     CONTINUE
@@ -94,36 +79,53 @@ pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize,
 /// on). The end-to-end tests run a filter that resolves the route first, and fail if that ever
 /// stops being true.
 fn route_request(config: &Config) {
-    let authority = host::request_header(":authority");
-    let Some(route) = authority.as_deref().and_then(|a| config.route_for_authority(a)) else {
+    // One copy of the whole header map serves every header the request is routed on. Most of a
+    // read's price is the host entering the VM to allocate the copy, not its size, so one read
+    // of everything costs about what one single header does.
+    let Some(headers) = host::request_header_pairs() else {
+        // Nothing to decide on; still make sure the client cannot choose a variant itself.
+        remove_request_header(&config.decision_header);
+        return;
+    };
+    let request = HostRequest { headers: &headers };
+    let authority = request.first(":authority");
+    let Some(route) = authority.and_then(|a| config.route_for_authority(a)) else {
         // Not a split host: only make sure the client cannot choose a variant itself.
-        if host::request_header(&config.decision_header).is_some() {
+        if request.first(&config.decision_header).is_some() {
             remove_request_header(&config.decision_header);
         }
         return;
     };
-    let decision = decide(route, &HostRequest, || fastrand::u16(..BUCKETS));
+    let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
     set_request_header(&config.decision_header, decision.variant.as_str().as_bytes());
     if let Some(target_host) = &route.target(decision.variant).host {
-        if let Some(original) = &authority {
+        if let Some(original) = authority {
             set_request_header(FORWARDED_HOST_HEADER, original);
         }
         set_request_header(":authority", target_host.as_bytes());
     }
 }
 
-/// The request as the decision sees it, read from the host on demand.
-struct HostRequest;
+/// The request as the decision sees it: its serialized header map, and the host for the rest.
+struct HostRequest<'h> {
+    headers: &'h [u8],
+}
 
-impl RequestView for HostRequest {
+impl<'h> HostRequest<'h> {
+    /// The first value of a header, as the host's single-value getter would return it.
+    fn first(&self, name: &str) -> Option<&'h [u8]> {
+        header_map::values(self.headers, name.as_bytes()).next()
+    }
+}
+
+impl RequestView for HostRequest<'_> {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        host::request_header(name)
+        self.first(name).map(<[u8]>::to_vec)
     }
 
     fn cookies(&self) -> Option<Vec<u8>> {
-        // One read of the whole map: the single-value getter returns only the first Cookie header.
-        let serialized = host::request_header_pairs()?;
-        let mut values = header_map::values(&serialized, b"cookie");
+        // Every Cookie header, joined as HTTP/2 crumbs are: a client may send several.
+        let mut values = header_map::values(self.headers, b"cookie");
         let mut joined = values.next()?.to_vec();
         for value in values {
             joined.extend_from_slice(b"; ");

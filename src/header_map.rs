@@ -6,7 +6,7 @@
 //! `unwrap()`, and a malformed map must never panic the VM.
 
 /// Every value of header `name` (lower-case), in order. Stops at the first malformed byte.
-pub fn values<'m>(serialized: &'m [u8], name: &'m [u8]) -> impl Iterator<Item = &'m [u8]> + 'm {
+pub fn values<'m: 'n, 'n>(serialized: &'m [u8], name: &'n [u8]) -> impl Iterator<Item = &'m [u8]> + 'n {
     pairs(serialized)
         .filter(move |(n, _)| *n == name)
         .map(|(_, value)| value)

@@ -10,7 +10,7 @@ use std::ptr::null_mut;
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
 
-const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
+pub const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 
 /// A host call that did not succeed, with the host's status.
@@ -23,13 +23,6 @@ extern "C" {
         buffer_type: u32,
         start: usize,
         max_size: usize,
-        return_data: *mut *mut u8,
-        return_size: *mut usize,
-    ) -> u32;
-    fn proxy_get_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
         return_data: *mut *mut u8,
         return_size: *mut usize,
     ) -> u32;
@@ -58,7 +51,7 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 }
 
 /// Makes a host call that returns a value in memory from `proxy_on_memory_allocate`.
-fn returned_bytes(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Option<Vec<u8>>, Failed> {
+pub fn returned_bytes(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Option<Vec<u8>>, Failed> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     match call(&mut data, &mut size) {
@@ -78,17 +71,8 @@ pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, Failed> {
     Ok(config.unwrap_or_default())
 }
 
-/// The request header's first value; `None` when absent or unreadable.
-pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    // SAFETY: the name and out-pointers are valid for the duration of the call.
-    returned_bytes(|data, len| unsafe {
-        proxy_get_header_map_value(MAP_HTTP_REQUEST_HEADERS, name.as_ptr(), name.len(), data, len)
-    })
-    .ok()
-    .flatten()
-}
-
-/// All request headers, serialized as the ABI defines (see `header_map`).
+/// All request headers, serialized as the ABI defines (see `header_map`). There is a getter for
+/// one header's value too, but the filter needs several and each read costs about the same.
 pub fn request_header_pairs() -> Option<Vec<u8>> {
     // SAFETY: the out-pointers are valid for the duration of the call.
     returned_bytes(|data, len| unsafe { proxy_get_header_map_pairs(MAP_HTTP_REQUEST_HEADERS, data, len) })

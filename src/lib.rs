@@ -6,6 +6,7 @@
 
 pub mod authority;
 pub mod config;
+pub mod contexts;
 pub mod cookie;
 pub mod decision;
 pub mod header_map;
