@@ -1,133 +1,121 @@
-//! A proxy-wasm filter built like canary-split (same SDK, same release profile) that does
-//! nothing: what Envoy charges every stream for any Wasm filter. Its plugin configuration may
-//! list host calls to make on every request, to price each kind alone, one per line:
+//! A Wasm filter built like canary-split (the same host-call layer, the same exported callbacks,
+//! the same per-stream bookkeeping and release profile) that does nothing: what Envoy charges
+//! every stream for any Wasm filter. Its plugin configuration may list host calls to make on every
+//! request, to price each kind alone, one per line:
 //!
 //! ```text
 //! get NAME COUNT             read request header NAME
 //! set NAME COUNT [VALUE]     set request header NAME to VALUE (default "x")
 //! get_all COUNT              read the whole request header map
-//! clear_route_cache COUNT    call the clear_route_cache foreign function
 //! ```
 
-use std::rc::Rc;
+// canary-split's own host-call layer, so a probe's calls cost what the filter's do. The probe
+// uses only part of it.
+#[path = "../../../src/contexts.rs"]
+mod contexts;
+#[allow(dead_code)]
+#[path = "../../../src/host.rs"]
+mod host;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::cell::RefCell;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { calls: Rc::new(Vec::new()) }));
-}}
+use contexts::Contexts;
 
-#[derive(Clone)]
 enum HostCall {
     Get(String),
     Set(String, String),
     GetAll,
-    ClearRouteCache,
 }
 
 fn parse(config: &str) -> Result<Vec<HostCall>, String> {
     let mut calls = Vec::new();
     for line in config.lines().map(str::trim).filter(|line| !line.is_empty()) {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let (call, count) = match words.as_slice() {
-            ["get", name, count] => (HostCall::Get((*name).to_owned()), count),
-            ["set", name, count] => (HostCall::Set((*name).to_owned(), "x".to_owned()), count),
-            ["set", name, count, value] => (HostCall::Set((*name).to_owned(), (*value).to_owned()), count),
-            ["get_all", count] => (HostCall::GetAll, count),
-            ["clear_route_cache", count] => (HostCall::ClearRouteCache, count),
+        let (make, count): (Box<dyn Fn() -> HostCall>, &str) = match words.as_slice() {
+            ["get", name, count] => (Box::new(|| HostCall::Get((*name).to_owned())), count),
+            ["set", name, count] => (Box::new(|| HostCall::Set((*name).to_owned(), "x".to_owned())), count),
+            ["set", name, count, value] => (
+                Box::new(|| HostCall::Set((*name).to_owned(), (*value).to_owned())),
+                count,
+            ),
+            ["get_all", count] => (Box::new(|| HostCall::GetAll), count),
             _ => return Err(format!("cannot read {line:?}")),
         };
         let count: usize = count.parse().map_err(|_| format!("bad count in {line:?}"))?;
-        calls.extend(std::iter::repeat_with(|| call.clone()).take(count));
+        calls.extend(std::iter::repeat_with(make).take(count));
     }
     Ok(calls)
 }
 
-struct ProbeRoot {
-    calls: Rc<Vec<HostCall>>,
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+thread_local! {
+    static CONTEXTS: RefCell<Contexts<Vec<HostCall>>> = RefCell::new(Contexts::default());
 }
 
-impl Context for ProbeRoot {}
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_size: usize) -> u32 {
+    host::install_logger();
+    1
+}
 
-impl RootContext for ProbeRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        match parse(&String::from_utf8_lossy(&config)) {
-            Ok(calls) => {
-                self.calls = Rc::new(calls);
-                true
-            }
-            Err(error) => {
-                log::error!("noop-filter: {error}");
-                false
-            }
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
+    CONTEXTS.with(|contexts| contexts.borrow_mut().created(context_id, parent_context_id));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(context_id: u32) {
+    CONTEXTS.with(|contexts| contexts.borrow_mut().deleted(context_id));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_size: usize) -> u32 {
+    let config = host::plugin_configuration(plugin_configuration_size).unwrap_or_default();
+    match parse(&String::from_utf8_lossy(&config)) {
+        Ok(calls) => {
+            CONTEXTS.with(|contexts| contexts.borrow_mut().configured(root_context_id, calls));
+            1
+        }
+        Err(error) => {
+            log::error!("noop-filter: {error}");
+            0
         }
     }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Probe { calls: self.calls.clone() }))
-    }
 }
 
-struct Probe {
-    calls: Rc<Vec<HostCall>>,
-}
-
-impl Context for Probe {}
-
-impl HttpContext for Probe {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for call in self.calls.iter() {
-            // Results are ignored: only the cost of making the call is measured.
-            match call {
-                HostCall::Get(name) => {
-                    let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name);
-                }
-                HostCall::Set(name, value) => {
-                    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
-                }
-                HostCall::GetAll => {
-                    let _ = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
-                }
-                HostCall::ClearRouteCache => clear_route_cache(),
-            }
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
+    let calls = CONTEXTS.with(|contexts| contexts.borrow().of_stream(context_id));
+    for call in calls.iter().flat_map(|calls| calls.iter()) {
+        // Results are ignored: only the cost of making the call is measured.
+        match call {
+            HostCall::Get(name) => drop(request_header(name)),
+            HostCall::Set(name, value) => drop(host::set_request_header(name, value.as_bytes())),
+            HostCall::GetAll => drop(host::request_header_pairs()),
         }
-        Action::Continue
     }
+    0 // continue
 }
 
-/// The same raw call canary-split makes (src/filter.rs), so its price is the same.
-fn clear_route_cache() {
-    let name = "clear_route_cache";
-    let mut result_data: *mut u8 = std::ptr::null_mut();
-    let mut result_size: usize = 0;
-    // SAFETY: the pointers are valid for the call; the host allocates result data only on success.
-    let status = unsafe {
-        proxy_call_foreign_function(name.as_ptr(), name.len(), std::ptr::null(), 0, &mut result_data, &mut result_size)
-    };
-    if status == 0 && !result_data.is_null() {
-        // SAFETY: on success the host hands over a buffer it allocated with our allocator.
-        drop(unsafe { Vec::from_raw_parts(result_data, result_size, result_size) });
-    }
+/// One header's first value, through the single-value getter canary-split does not use (it reads
+/// the whole map once instead): the probe prices both.
+fn request_header(name: &str) -> Option<Vec<u8>> {
+    // SAFETY: the name and out-pointers are valid for the duration of the call.
+    host::returned_bytes(|data, len| unsafe {
+        proxy_get_header_map_value(host::MAP_HTTP_REQUEST_HEADERS, name.as_ptr(), name.len(), data, len)
+    })
+    .ok()
+    .flatten()
 }
 
 extern "C" {
-    fn proxy_call_foreign_function(
-        function_name_data: *const u8,
-        function_name_size: usize,
-        arguments_data: *const u8,
-        arguments_size: usize,
-        results_data: *mut *mut u8,
-        results_size: *mut usize,
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
     ) -> u32;
 }
