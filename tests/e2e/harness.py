@@ -280,10 +280,12 @@ class Envoy:
 
 
 def h2_get(port: int, host: str, headers: list[tuple[str, str]] = ()) -> Response:
-    """One HTTP/2 (h2c) request with nghttp; a header given twice is sent as two fields."""
-    command = ["nghttp", "-H", f":authority: {host}", f"http://127.0.0.1:{port}/"]
+    """One HTTP/2 (h2c) request with nghttp; headers are sent in order, and one given twice is sent
+    as two fields."""
+    command = ["nghttp", "-H", f":authority: {host}"]
     for name, value in headers:
-        command[1:1] = ["-H", f"{name}: {value}"]
+        command += ["-H", f"{name}: {value}"]
+    command.append(f"http://127.0.0.1:{port}/")
     body = json.loads(subprocess.run(command, check=True, capture_output=True, timeout=10).stdout)
     header_list = [(k, v) for k, v in body["headers"]]
     return Response(200, body["upstream"], dict(header_list), header_list)

@@ -1,7 +1,7 @@
 """Sticky hashing: the same key lands on the same variant on every worker, every gateway, after
 restarts, as the README's hash predicts, and raising the weight only moves users to canary."""
 
-from harness import Client
+from harness import Client, h2_get
 from sticky_hash import is_canary
 
 PUBLIC = "shop.example.com"
@@ -50,6 +50,17 @@ def test_raising_the_weight_keeps_canary_users_on_canary(gateway):
     assert not moved_back
     assert sum(v == "canary" for v in after.values()) > sum(v == "canary" for v in before.values())
     assert after == predicted(USERS, 30)
+
+
+def test_a_key_sent_twice_counts_with_its_first_value(gateway):
+    # As the README's limitations say: the filter reads the first of repeated header fields.
+    client = gateway({"routes": [sticky_route(50, {"header": "x-user-id"})]})
+    expected = predicted(USERS[:40], 50)
+    assert len(set(expected.values())) == 2, "the users must cover both variants for this test to mean anything"
+    for user in USERS[:40]:
+        twice = [("x-user-id", user), ("x-user-id", "someone-else")]
+        assert client.get(PUBLIC, twice).upstream == expected[user], user
+        assert h2_get(client.port, PUBLIC, twice).upstream == expected[user], user
 
 
 def test_sticky_cookie(gateway):
