@@ -4,13 +4,13 @@
 //!
 //! The module exports only the callbacks it uses. Envoy enters the VM for every callback a module
 //! exports, on every stream, and an SDK exports all of them (response headers, log, done, ...);
-//! `make bench-profile` measures what those entries cost. Streams keep no state beyond the
-//! configuration they were created with (`contexts`).
+//! `make bench-profile` measures what those entries cost. A stream is remembered only until its
+//! request headers (`contexts`).
 
 use std::cell::RefCell;
 
 use crate::config::{Config, FORWARDED_HOST_HEADER};
-use crate::contexts::Contexts;
+use crate::contexts::{Contexts, RequestConfig};
 use crate::decision::{decide, RequestView};
 use crate::header_map;
 use crate::host;
@@ -68,8 +68,17 @@ pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
     const CONTINUE: u32 = 0;
-    if let Some(config) = CONTEXTS.with(|contexts| contexts.borrow().of_stream(context_id)) {
-        route_request(&config);
+    match CONTEXTS.with(|contexts| contexts.borrow_mut().for_request(context_id)) {
+        RequestConfig::Known(Some(config)) => route_request(&config),
+        RequestConfig::Known(None) => {}
+        RequestConfig::Ambiguous(configs) => {
+            // Which plugin this request belongs to is lost: route nothing, but never let the
+            // client choose a variant through any plugin's decision header.
+            log::warn!("stream {context_id} of an unknown plugin: its decision headers are removed, nothing else");
+            for config in configs {
+                remove_request_header(&config.decision_header);
+            }
+        }
     }
     CONTINUE
 }

@@ -19,7 +19,7 @@ mod host;
 
 use std::cell::RefCell;
 
-use contexts::Contexts;
+use contexts::{Contexts, RequestConfig};
 
 enum HostCall {
     Get(String),
@@ -87,8 +87,11 @@ pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
-    let calls = CONTEXTS.with(|contexts| contexts.borrow().of_stream(context_id));
-    for call in calls.iter().flat_map(|calls| calls.iter()) {
+    let RequestConfig::Known(Some(calls)) = CONTEXTS.with(|contexts| contexts.borrow_mut().for_request(context_id))
+    else {
+        return 0;
+    };
+    for call in calls.iter() {
         // Results are ignored: only the cost of making the call is measured.
         match call {
             HostCall::Get(name) => drop(request_header(name)),
