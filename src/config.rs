@@ -15,6 +15,9 @@ use crate::sticky_hash::BUCKETS;
 pub const DEFAULT_DECISION_HEADER: &str = "x-canary-route";
 /// Where the client's original `:authority` is kept when the filter rewrites it.
 pub const FORWARDED_HOST_HEADER: &str = "x-forwarded-host";
+/// Names `decision_header` cannot take: the filter writes the first, Envoy turns the second into
+/// `:authority`.
+const RESERVED_DECISION_HEADERS: &[&str] = &[FORWARDED_HOST_HEADER, "host"];
 
 /// The fields each object of the config may have; `filter-config/schema.json` must list the same.
 pub const CONFIG_FIELDS: &[&str] = &["decision_header", "routes"];
@@ -144,7 +147,11 @@ impl Config {
     fn from_root(value: &Value, mut config: Config) -> Result<Config, ConfigError> {
         let root = Object::new(value, Path::Root, CONFIG_FIELDS)?;
         if let Some(field) = root.optional("decision_header") {
-            config.decision_header = field.header_name()?;
+            let name = field.header_name()?;
+            if RESERVED_DECISION_HEADERS.contains(&name.as_str()) {
+                return Err(field.error(format!("{name:?} is a header the filter or Envoy sets itself")));
+            }
+            config.decision_header = name;
         }
         let routes_field = root.required("routes")?;
         for (index, route) in routes_field.array()?.iter().enumerate() {
@@ -627,6 +634,8 @@ mod tests {
             (r#"{"routes": [], "decision_heder": "x"}"#.into(), "decision_heder: unknown field (expected one of: decision_header, routes)"),
             (r#"{"routes": [], "decision_header": "bad header"}"#.into(), "decision_header: \"bad header\" is not a valid header name"),
             (r#"{"routes": [], "decision_header": ""}"#.into(), "decision_header: must not be empty"),
+            (r#"{"routes": [], "decision_header": "X-Forwarded-Host"}"#.into(), "decision_header: \"x-forwarded-host\" is a header the filter or Envoy sets itself"),
+            (r#"{"routes": [], "decision_header": "host"}"#.into(), "decision_header: \"host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [7]}"#.into(), "routes[0]: expected an object, found the number 7"),
             (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt)"),
             (route_with("").replace("10", "150"), "routes[0].canary_weight: 150 is not in 0..=100"),

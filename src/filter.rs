@@ -106,7 +106,10 @@ fn route_request(config: &Config) {
         return;
     };
     let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
-    set_request_header(&config.decision_header, decision.variant.as_str().as_bytes());
+    if !set_request_header(&config.decision_header, decision.variant.as_str().as_bytes()) {
+        // Whatever the client sent there must not stand in for the decision.
+        remove_request_header(&config.decision_header);
+    }
     if let Some(target_host) = &route.target(decision.variant).host {
         if let Some(original) = authority {
             set_request_header(FORWARDED_HOST_HEADER, original);
@@ -148,10 +151,13 @@ impl RequestView for HostRequest<'_> {
     }
 }
 
-fn set_request_header(name: &str, value: &[u8]) {
-    if let Err(failed) = host::set_request_header(name, value) {
+/// Returns whether the header was set.
+fn set_request_header(name: &str, value: &[u8]) -> bool {
+    let result = host::set_request_header(name, value);
+    if let Err(failed) = result {
         log::warn!("cannot set request header {name}: host status {}", failed.0);
     }
+    result.is_ok()
 }
 
 fn remove_request_header(name: &str) {

@@ -44,6 +44,8 @@ def test_accepts_weights_in_basis_points(weight):
     {"routes": [route(sticky={"client_ip": False})]},
     {"routes": [route(salt="")]},
     {"decision_header": "bad header", "routes": []},
+    {"decision_header": "X-Forwarded-Host", "routes": []},
+    {"decision_header": "host", "routes": []},
 ], ids=lambda c: json.dumps(c)[:60])
 def test_rejects_what_the_filter_rejects(config):
     assert not VALIDATOR.is_valid(config)
