@@ -587,7 +587,7 @@ def full_report(setups, protocols, figures, starts, native, module: pathlib.Path
     for name, ns in native.items():
         lines.append(f"| `{name}` | {ns / 1e6:.2f} ms |" if ns >= 1e5 else f"| `{name}` | {ns:.0f} ns |")
     lines += ["", "`decision/*`: route lookup by `:authority` among 100 routes plus `decide`, header reads "
-              "returning owned copies as the host calls do.", ""]
+              "returning owned copies as the filter does.", ""]
 
     lines += ["## Inside Envoy: time to a first proxied request, and memory", "",
               "Median of 3 starts each, all threads on CPU 0. RSS after 20 requests. The no-op module carries the "

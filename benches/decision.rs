@@ -16,8 +16,8 @@ mod fixtures;
 
 const HOST: &str = "shop.example.com";
 
-/// Request headers as the glue would read them: every read hands back an owned copy, as a host
-/// call does.
+/// Request headers as the glue reads them: every read hands back an owned copy of the value, as
+/// `RequestView` asks.
 struct Request<'a> {
     headers: &'a [(&'a str, &'a [u8])],
 }

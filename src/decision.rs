@@ -68,7 +68,8 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
 }
 
 /// What the decision has read from a request so far: each header, the cookies and the client
-/// address are fetched at most once, however many rules look at them (each read is a host call).
+/// address are fetched at most once, however many rules look at them (the client address is a
+/// host call, and joining cookies allocates).
 struct RequestValues<'c, 'r, R> {
     request: &'r R,
     headers: Vec<(&'c str, Option<Vec<u8>>)>,

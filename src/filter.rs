@@ -5,40 +5,15 @@
 //! The module exports only the callbacks it uses. Envoy enters the VM for every callback a module
 //! exports, on every stream, and an SDK exports all of them (response headers, log, done, ...);
 //! `make bench-profile` measures what those entries cost. A stream is remembered only until its
-//! request headers (`contexts`).
-
-use std::cell::RefCell;
+//! request headers (`contexts`, `lifecycle`).
 
 use crate::config::{Config, FORWARDED_HOST_HEADER};
-use crate::contexts::{Contexts, RequestConfig};
+use crate::contexts::RequestConfig;
 use crate::decision::{decide, RequestView};
 use crate::header_map;
 use crate::host;
+use crate::lifecycle::CONTEXTS;
 use crate::sticky_hash::BUCKETS;
-
-/// Envoy loads a module only if it exports the ABI version it was written for.
-#[no_mangle]
-pub extern "C" fn proxy_abi_version_0_2_1() {}
-
-thread_local! {
-    static CONTEXTS: RefCell<Contexts<Config>> = RefCell::new(Contexts::default());
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_size: usize) -> u32 {
-    host::install_logger();
-    1
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
-    CONTEXTS.with(|contexts| contexts.borrow_mut().created(context_id, parent_context_id));
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_delete(context_id: u32) {
-    CONTEXTS.with(|contexts| contexts.borrow_mut().deleted(context_id));
-}
 
 /// Returning 0 (false) makes Envoy reject the configuration; the plugin's previous one, if any,
 /// keeps serving.

@@ -1,8 +1,9 @@
 //! canary-split: picks the primary or the canary version of a service for every request.
 //!
 //! The decision core (`config`, `authority`, `sticky_hash`, `decision`) is plain Rust with no
-//! proxy-wasm types, so it is tested natively and inside a Wasm engine alike. `filter` and `host`
-//! are the thin proxy-wasm glue, compiled only for the module Envoy loads (`wasm32-wasip1`).
+//! proxy-wasm types, so it is tested natively and inside a Wasm engine alike. `filter`, `host`
+//! and `lifecycle` are the thin proxy-wasm glue, compiled only for the module Envoy loads
+//! (`wasm32-wasip1`).
 
 pub mod authority;
 pub mod config;
@@ -17,3 +18,8 @@ pub mod sticky_hash;
 mod filter;
 #[cfg(target_os = "wasi")]
 mod host;
+#[cfg(target_os = "wasi")]
+mod lifecycle;
+/// What each plugin is configured with, for `lifecycle`.
+#[cfg(target_os = "wasi")]
+type PluginConfig = config::Config;

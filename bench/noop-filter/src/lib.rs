@@ -9,17 +9,21 @@
 //! get_all COUNT              read the whole request header map
 //! ```
 
-// canary-split's own host-call layer, so a probe's calls cost what the filter's do. The probe
-// uses only part of it.
+// canary-split's own callbacks, per-stream bookkeeping and host-call layer, so the probe and its
+// calls cost what the filter's do. The probe uses only part of the host-call layer.
 #[path = "../../../src/contexts.rs"]
 mod contexts;
 #[allow(dead_code)]
 #[path = "../../../src/host.rs"]
 mod host;
+#[path = "../../../src/lifecycle.rs"]
+mod lifecycle;
 
-use std::cell::RefCell;
+use contexts::RequestConfig;
+use lifecycle::CONTEXTS;
 
-use contexts::{Contexts, RequestConfig};
+/// What each plugin is configured with, for `lifecycle`.
+type PluginConfig = Vec<HostCall>;
 
 enum HostCall {
     Get(String),
@@ -45,29 +49,6 @@ fn parse(config: &str) -> Result<Vec<HostCall>, String> {
         calls.extend(std::iter::repeat_with(make).take(count));
     }
     Ok(calls)
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_abi_version_0_2_1() {}
-
-thread_local! {
-    static CONTEXTS: RefCell<Contexts<Vec<HostCall>>> = RefCell::new(Contexts::default());
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_size: usize) -> u32 {
-    host::install_logger();
-    1
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
-    CONTEXTS.with(|contexts| contexts.borrow_mut().created(context_id, parent_context_id));
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_delete(context_id: u32) {
-    CONTEXTS.with(|contexts| contexts.borrow_mut().deleted(context_id));
 }
 
 #[no_mangle]
