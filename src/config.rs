@@ -1,14 +1,16 @@
-//! The filter's JSON configuration: types, and validation that names the field path of every
-//! problem (`routes[0].canary_weight: 150 is not in 0..=100`). Everything the request path needs
-//! is prepared here, once: lower-cased names, weights in basis points, a map from host to route.
+//! The filter's JSON configuration: typed, deserialized straight from the bytes with `serde`, and
+//! validated as it is read, so every problem names its field path
+//! (`routes[0].canary_weight: 150 is not in 0..=100`). Everything the request path needs is
+//! prepared here, once: lower-cased names, weights in basis points, a map from host to route.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 
-use serde_json::{Map, Value};
+use serde::de::{self, value::MapAccessDeserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::authority::{self, MAX_HOST_LEN};
-use crate::json_split::{self, SplitConfig};
 use crate::sticky_hash::BUCKETS;
 
 /// The decision header's name when the config does not set `decision_header`.
@@ -19,14 +21,16 @@ pub const FORWARDED_HOST_HEADER: &str = "x-forwarded-host";
 /// `:authority`.
 const RESERVED_DECISION_HEADERS: &[&str] = &[FORWARDED_HOST_HEADER, "host"];
 
-/// The fields each object of the config may have; `filter-config/schema.json` must list the same.
+/// The fields each object of the config may have, in the order the types declare them;
+/// `filter-config/schema.json` must list the same (tests compare both with what serde accepts).
 pub const CONFIG_FIELDS: &[&str] = &["decision_header", "routes"];
 pub const ROUTE_FIELDS: &[&str] = &["host", "primary", "canary", "canary_weight", "pin", "sticky", "salt"];
 pub const TARGET_FIELDS: &[&str] = &["host"];
 pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "value", "to"];
 pub const STICKY_FIELDS: &[&str] = &["header", "cookie", "client_ip"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Variant {
     Primary,
     Canary,
@@ -42,6 +46,18 @@ impl Variant {
     }
 }
 
+impl TryFrom<String> for Variant {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "primary" => Ok(Variant::Primary),
+            "canary" => Ok(Variant::Canary),
+            other => Err(format!("{other:?} is not \"primary\" or \"canary\"")),
+        }
+    }
+}
+
 /// Where a request value comes from: a header, a cookie, or the client's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -52,7 +68,8 @@ pub enum KeySource {
 }
 
 /// A header or cookie with exactly `value` forces `to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Object<PinRuleFields>")]
 pub struct PinRule {
     pub source: KeySource,
     pub value: Vec<u8>,
@@ -60,12 +77,14 @@ pub struct PinRule {
 }
 
 /// One variant's target: with `host`, the filter rewrites `:authority` to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "Object<TargetFields>")]
 pub struct Target {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "Object<RouteFields>")]
 pub struct Route {
     /// Public host, lower-cased, without port.
     pub host: String,
@@ -98,80 +117,42 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses and validates the filter's JSON configuration.
-    ///
-    /// Routes are parsed and validated one at a time, so only one route's JSON tree exists at
-    /// once: a Wasm VM's memory never shrinks, and a tree of every route of a large config would
-    /// stay allocated in every worker. On any problem the whole document is parsed again and the
-    /// problem reported from there, so the message never depends on the path taken.
+    /// Parses and validates the filter's JSON configuration. Routes are validated as they are
+    /// read, so no second copy of a large config is ever held: a Wasm VM's memory never shrinks.
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
         if json.trim_ascii().is_empty() {
-            return Err(ConfigError::new(
-                Path::Root,
+            return Err(ConfigError::at_root(
                 "is empty (expected a JSON object with \"routes\")",
             ));
         }
-        if let Some(config) = json_split::split_routes(json).and_then(|split| Config::from_split(&split)) {
-            return Ok(config);
-        }
-        let value: Value = serde_json::from_slice(json)
-            .map_err(|e| ConfigError::new(Path::Root, format!("is not valid JSON: {e}")))?;
-        Config::from_value(&value)
-    }
-
-    /// Validates a configuration already parsed, e.g. from the YAML of a WasmPlugin.
-    pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
-        Config::from_root(value, Config::without_routes())
-    }
-
-    fn from_split(split: &SplitConfig) -> Option<Config> {
-        let mut config = Config::without_routes();
-        let routes_path = Path::Field(&Path::Root, "routes");
-        for (index, text) in split.routes.iter().enumerate() {
-            let route: Value = serde_json::from_slice(text).ok()?;
-            config.add_route(&route, Path::Index(&routes_path, index)).ok()?;
-        }
-        let root: Value = serde_json::from_slice(&split.without_routes).ok()?;
-        Config::from_root(&root, config).ok()
-    }
-
-    fn without_routes() -> Config {
-        Config {
-            decision_header: DEFAULT_DECISION_HEADER.to_owned(),
-            routes: Vec::new(),
-            route_by_host: HashMap::new(),
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let parsed = serde_path_to_error::deserialize::<_, Object<ConfigFields>>(&mut deserializer);
+        match (parsed, deserializer.end()) {
+            (Ok(Object(fields)), Ok(())) => Config::new(fields),
+            (Err(error), _) => Err(describe_error(json, &error)),
+            (Ok(_), Err(trailing)) => Err(ConfigError::at_root(format!("is not valid JSON: {trailing}"))),
         }
     }
 
-    /// Validates the root object and adds the routes in its tree to those already in `config`.
-    fn from_root(value: &Value, mut config: Config) -> Result<Config, ConfigError> {
-        let root = Object::new(value, Path::Root, CONFIG_FIELDS)?;
-        if let Some(field) = root.optional("decision_header") {
-            let name = field.header_name()?;
-            if RESERVED_DECISION_HEADERS.contains(&name.as_str()) {
-                return Err(field.error(format!("{name:?} is a header the filter or Envoy sets itself")));
+    /// The checks that span routes, on a config whose every field is valid.
+    fn new(fields: ConfigFields) -> Result<Config, ConfigError> {
+        let Array(routes) = fields.routes;
+        let mut route_by_host = HashMap::with_capacity(routes.len());
+        for (index, route) in routes.iter().enumerate() {
+            if let Some(first) = route_by_host.insert(route.host.as_bytes().to_vec(), index) {
+                return Err(ConfigError {
+                    path: format!("routes[{index}].host"),
+                    problem: format!("{:?} is already the host of routes[{first}]", route.host),
+                });
             }
-            config.decision_header = name;
         }
-        let routes_field = root.required("routes")?;
-        for (index, route) in routes_field.array()?.iter().enumerate() {
-            config.add_route(route, Path::Index(&routes_field.path, index))?;
-        }
-        Ok(config)
-    }
-
-    fn add_route(&mut self, value: &Value, path: Path) -> Result<(), ConfigError> {
-        let route = parse_route(value, path)?;
-        if let Some(&first) = self.route_by_host.get(route.host.as_bytes()) {
-            return Err(ConfigError::new(
-                Path::Field(&path, "host"),
-                format!("{:?} is already the host of routes[{first}]", route.host),
-            ));
-        }
-        self.route_by_host
-            .insert(route.host.as_bytes().to_vec(), self.routes.len());
-        self.routes.push(route);
-        Ok(())
+        Ok(Config {
+            decision_header: fields
+                .decision_header
+                .map_or_else(|| DEFAULT_DECISION_HEADER.to_owned(), |DecisionHeader(name)| name),
+            routes,
+            route_by_host,
+        })
     }
 
     /// The route for a request's `:authority`, matched case-insensitively with the port ignored.
@@ -179,74 +160,6 @@ impl Config {
         let mut buffer = [0; MAX_HOST_LEN];
         let host = authority::normalized_host(authority, &mut buffer)?;
         self.route_by_host.get(host).and_then(|&index| self.routes.get(index))
-    }
-}
-
-fn parse_route(value: &Value, path: Path) -> Result<Route, ConfigError> {
-    let route = Object::new(value, path, ROUTE_FIELDS)?;
-    let host = route.required("host")?.public_host()?;
-    let primary = parse_target(route.required("primary")?)?;
-    let canary = parse_target(route.required("canary")?)?;
-    let canary_basis_points = route.required("canary_weight")?.weight_basis_points()?;
-    let pins = match route.optional("pin") {
-        Some(field) => {
-            let rules = field.array()?;
-            let mut pins = Vec::with_capacity(rules.len());
-            for (index, rule) in rules.iter().enumerate() {
-                pins.push(parse_pin_rule(rule, Path::Index(&field.path, index))?);
-            }
-            pins
-        }
-        None => Vec::new(),
-    };
-    let sticky = route.optional("sticky").map(parse_sticky).transpose()?;
-    let salt = match route.optional("salt") {
-        Some(field) => field.non_empty_string()?.to_owned(),
-        None => host.clone(),
-    };
-    Ok(Route {
-        host,
-        primary,
-        canary,
-        canary_basis_points,
-        pins,
-        sticky,
-        salt,
-    })
-}
-
-fn parse_target(field: Field) -> Result<Target, ConfigError> {
-    let target = Object::new(field.value, field.path, TARGET_FIELDS)?;
-    let host = target.optional("host").map(|f| f.target_host()).transpose()?;
-    Ok(Target { host })
-}
-
-fn parse_pin_rule(value: &Value, path: Path) -> Result<PinRule, ConfigError> {
-    let rule = Object::new(value, path, PIN_RULE_FIELDS)?;
-    let source = match (rule.optional("header"), rule.optional("cookie")) {
-        (Some(header), None) => KeySource::Header(header.header_name()?),
-        (None, Some(cookie)) => KeySource::Cookie(cookie.cookie_name()?),
-        _ => return Err(rule.error("needs exactly one of \"header\" or \"cookie\"")),
-    };
-    let value = rule.required("value")?.string()?.as_bytes().to_vec();
-    let to = rule.required("to")?.variant()?;
-    Ok(PinRule { source, value, to })
-}
-
-fn parse_sticky(field: Field) -> Result<KeySource, ConfigError> {
-    let sticky = Object::new(field.value, field.path, STICKY_FIELDS)?;
-    match (
-        sticky.optional("header"),
-        sticky.optional("cookie"),
-        sticky.optional("client_ip"),
-    ) {
-        (Some(header), None, None) => Ok(KeySource::Header(header.header_name()?)),
-        (None, Some(cookie), None) => Ok(KeySource::Cookie(cookie.cookie_name()?)),
-        (None, None, Some(client_ip)) => match client_ip.value {
-            Value::Bool(true) => Ok(KeySource::ClientAddress),
-            _ => Err(client_ip.error("must be true (omit \"sticky\" for no stickiness)")),
-        },
-        _ => Err(sticky.error("needs exactly one of \"header\", \"cookie\" or \"client_ip\"")),
     }
 }
 
@@ -258,30 +171,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: Path, problem: impl Into<String>) -> Self {
+    fn at_root(problem: impl Into<String>) -> Self {
         ConfigError {
-            path: path.to_string(),
+            path: "config".to_owned(),
             problem: problem.into(),
-        }
-    }
-}
-
-/// Where a value sits in the config (`routes[0].pin[1]`): kept as links to its parents and
-/// rendered only for an error, so validating a large config builds no strings.
-#[derive(Clone, Copy)]
-enum Path<'p> {
-    Root,
-    Field(&'p Path<'p>, &'p str),
-    Index(&'p Path<'p>, usize),
-}
-
-impl fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Path::Root => f.write_str("config"),
-            Path::Field(Path::Root, name) => f.write_str(name),
-            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
-            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
         }
     }
 }
@@ -294,155 +187,400 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A JSON object whose field names have been checked against the ones allowed at `path`.
-struct Object<'v, 'p> {
-    fields: &'v Map<String, Value>,
-    path: Path<'p>,
+/// Turns serde's error into the filter's: the field path, and a problem worded in JSON's terms.
+/// A syntax error anywhere wins over a problem found before it, so the message never depends on
+/// how far the typed parse got.
+fn describe_error(json: &[u8], error: &serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let inner = error.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ConfigError::at_root(format!("is not valid JSON: {inner}"));
+    }
+    if let Err(syntax) = serde_json::from_slice::<IgnoredAny>(json) {
+        return ConfigError::at_root(format!("is not valid JSON: {syntax}"));
+    }
+    let message = inner.to_string();
+    // serde_json appends the position; the path says where, better.
+    let location = format!(" at line {} column {}", inner.line(), inner.column());
+    let message = message.strip_suffix(&location).unwrap_or(&message);
+    let path = match error.path().to_string() {
+        root if root == "." => "config".to_owned(),
+        path => path,
+    };
+    let field_path = |field: &str| {
+        if path == "config" {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    if let Some(field) = quoted_after(message, "missing field `") {
+        return ConfigError {
+            path: field_path(field),
+            problem: "missing".to_owned(),
+        };
+    }
+    if let Some(field) = quoted_after(message, "duplicate field `") {
+        return ConfigError {
+            path: field_path(field),
+            problem: "is set more than once".to_owned(),
+        };
+    }
+    let problem = if let Some(rest) = message.strip_prefix("unknown field `") {
+        // serde's path already ends with the unknown field's name.
+        let expected = rest.split_once(", expected ").map_or("", |(_, fields)| fields);
+        // serde lists them as `a`, or `a` or `b`, or one of `a`, `b`, `c`.
+        let expected = expected.strip_prefix("one of ").unwrap_or(expected);
+        let expected = expected.replace('`', "").replace(" or ", ", ");
+        format!("unknown field (expected one of: {expected})")
+    } else if let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    {
+        format!("expected {expected}, found {}", in_json_terms(found))
+    } else {
+        message.to_owned()
+    };
+    ConfigError { path, problem }
 }
 
-impl<'v, 'p> Object<'v, 'p> {
-    fn new(value: &'v Value, path: Path<'p>, allowed: &[&str]) -> Result<Self, ConfigError> {
-        let Value::Object(fields) = value else {
-            return Err(Field { value, path }.type_error("an object"));
+/// The name in ``prefix`name` ``, if `message` starts with `prefix`.
+fn quoted_after<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    message.strip_prefix(prefix)?.strip_suffix('`')
+}
+
+/// serde's name for a value it did not expect (`integer \`7\``, `map`), as JSON calls it.
+fn in_json_terms(unexpected: &str) -> String {
+    let literal = |kind: &str| {
+        unexpected
+            .strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix(" `"))
+            .and_then(|rest| rest.strip_suffix('`'))
+    };
+    if let Some(number) = literal("integer").or_else(|| literal("floating point")) {
+        return format!("the number {number}");
+    }
+    if let Some(boolean) = literal("boolean") {
+        return boolean.to_owned();
+    }
+    match unexpected {
+        "sequence" => "an array".to_owned(),
+        "map" => "an object".to_owned(),
+        "null" | "unit value" => "null".to_owned(),
+        _ => match unexpected.strip_prefix("string ") {
+            Some(string) => format!("the string {string}"),
+            None => unexpected.to_owned(),
+        },
+    }
+}
+
+/// `T`'s fields read from a JSON object only: serde_json would otherwise also build a struct from
+/// an array of its field values.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor(PhantomData)).map(Object)
+    }
+}
+
+/// A JSON array (serde calls it a sequence).
+struct Array<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ArrayVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ArrayVisitor<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(items)
+            }
+        }
+        deserializer.deserialize_seq(ArrayVisitor(PhantomData)).map(Array)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFields {
+    decision_header: Option<DecisionHeader>,
+    routes: Array<Route>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFields {
+    host: PublicHost,
+    primary: Target,
+    canary: Target,
+    canary_weight: BasisPoints,
+    pin: Option<Array<PinRule>>,
+    sticky: Option<Sticky>,
+    salt: Option<NonEmpty>,
+}
+
+impl From<Object<RouteFields>> for Route {
+    fn from(Object(fields): Object<RouteFields>) -> Self {
+        let PublicHost(host) = fields.host;
+        Route {
+            salt: fields.salt.map_or_else(|| host.clone(), |NonEmpty(salt)| salt),
+            host,
+            primary: fields.primary,
+            canary: fields.canary,
+            canary_basis_points: fields.canary_weight.0,
+            pins: fields.pin.map_or_else(Vec::new, |Array(pins)| pins),
+            sticky: fields.sticky.map(|Sticky(source)| source),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFields {
+    host: Option<TargetHost>,
+}
+
+impl From<Object<TargetFields>> for Target {
+    fn from(Object(fields): Object<TargetFields>) -> Self {
+        Target {
+            host: fields.host.map(|TargetHost(host)| host),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinRuleFields {
+    header: Option<HeaderName>,
+    cookie: Option<CookieName>,
+    value: String,
+    to: Variant,
+}
+
+impl TryFrom<Object<PinRuleFields>> for PinRule {
+    type Error = &'static str;
+
+    fn try_from(Object(rule): Object<PinRuleFields>) -> Result<Self, Self::Error> {
+        let source = match (rule.header, rule.cookie) {
+            (Some(HeaderName(name)), None) => KeySource::Header(name),
+            (None, Some(CookieName(name))) => KeySource::Cookie(name),
+            _ => return Err("needs exactly one of \"header\" or \"cookie\""),
         };
-        let object = Object { fields, path };
-        if let Some(unknown) = fields.keys().find(|name| !allowed.contains(&name.as_str())) {
-            return Err(ConfigError::new(
-                Path::Field(&object.path, unknown),
-                format!("unknown field (expected one of: {})", allowed.join(", ")),
+        Ok(PinRule {
+            source,
+            value: rule.value.into_bytes(),
+            to: rule.to,
+        })
+    }
+}
+
+/// Where a route's sticky key comes from.
+#[derive(Deserialize)]
+#[serde(try_from = "Object<StickyFields>")]
+struct Sticky(KeySource);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickyFields {
+    header: Option<HeaderName>,
+    cookie: Option<CookieName>,
+    client_ip: Option<ClientIp>,
+}
+
+impl TryFrom<Object<StickyFields>> for Sticky {
+    type Error = &'static str;
+
+    fn try_from(Object(sticky): Object<StickyFields>) -> Result<Self, Self::Error> {
+        match (sticky.header, sticky.cookie, sticky.client_ip) {
+            (Some(HeaderName(name)), None, None) => Ok(Sticky(KeySource::Header(name))),
+            (None, Some(CookieName(name)), None) => Ok(Sticky(KeySource::Cookie(name))),
+            (None, None, Some(ClientIp)) => Ok(Sticky(KeySource::ClientAddress)),
+            _ => Err("needs exactly one of \"header\", \"cookie\" or \"client_ip\""),
+        }
+    }
+}
+
+/// `"client_ip": true`.
+#[derive(Deserialize)]
+#[serde(try_from = "bool")]
+struct ClientIp;
+
+impl TryFrom<bool> for ClientIp {
+    type Error = &'static str;
+
+    fn try_from(enabled: bool) -> Result<Self, Self::Error> {
+        if enabled {
+            Ok(ClientIp)
+        } else {
+            Err("must be true (omit \"sticky\" for no stickiness)")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct NonEmpty(String);
+
+impl TryFrom<String> for NonEmpty {
+    type Error = &'static str;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        if text.is_empty() {
+            return Err("must not be empty");
+        }
+        Ok(NonEmpty(text))
+    }
+}
+
+/// An HTTP header name (an RFC 9110 token), lower-cased as Envoy presents it.
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct HeaderName(String);
+
+impl TryFrom<NonEmpty> for HeaderName {
+    type Error = String;
+
+    fn try_from(NonEmpty(name): NonEmpty) -> Result<Self, String> {
+        if !name.bytes().all(is_token_byte) {
+            return Err(format!("{name:?} is not a valid header name"));
+        }
+        Ok(HeaderName(name.to_ascii_lowercase()))
+    }
+}
+
+/// A header name the filter may write its decision to.
+#[derive(Deserialize)]
+#[serde(try_from = "HeaderName")]
+struct DecisionHeader(String);
+
+impl TryFrom<HeaderName> for DecisionHeader {
+    type Error = String;
+
+    fn try_from(HeaderName(name): HeaderName) -> Result<Self, String> {
+        if RESERVED_DECISION_HEADERS.contains(&name.as_str()) {
+            return Err(format!("{name:?} is a header the filter or Envoy sets itself"));
+        }
+        Ok(DecisionHeader(name))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct CookieName(String);
+
+impl TryFrom<NonEmpty> for CookieName {
+    type Error = String;
+
+    fn try_from(NonEmpty(name): NonEmpty) -> Result<Self, String> {
+        if !name.bytes().all(is_token_byte) {
+            return Err(format!("{name:?} is not a valid cookie name"));
+        }
+        Ok(CookieName(name))
+    }
+}
+
+/// The public host a route matches: a DNS name, case-insensitive, without port.
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct PublicHost(String);
+
+impl TryFrom<NonEmpty> for PublicHost {
+    type Error = String;
+
+    fn try_from(NonEmpty(host): NonEmpty) -> Result<Self, String> {
+        if host.contains(':') {
+            return Err(format!(
+                "{host:?} must not include a port (ports are ignored when matching)"
             ));
         }
-        Ok(object)
-    }
-
-    /// A field that is absent or JSON `null` counts as not set.
-    fn optional<'s>(&'s self, name: &'static str) -> Option<Field<'v, 's>> {
-        match self.fields.get(name) {
-            None | Some(Value::Null) => None,
-            Some(value) => Some(Field {
-                value,
-                path: Path::Field(&self.path, name),
-            }),
-        }
-    }
-
-    fn required<'s>(&'s self, name: &'static str) -> Result<Field<'v, 's>, ConfigError> {
-        self.optional(name)
-            .ok_or_else(|| ConfigError::new(Path::Field(&self.path, name), "missing"))
-    }
-
-    fn error(&self, problem: &str) -> ConfigError {
-        ConfigError::new(self.path, problem)
-    }
-}
-
-/// One JSON value with its path, and the typed readers that validate it.
-struct Field<'v, 'p> {
-    value: &'v Value,
-    path: Path<'p>,
-}
-
-impl<'v> Field<'v, '_> {
-    fn error(&self, problem: impl Into<String>) -> ConfigError {
-        ConfigError::new(self.path, problem)
-    }
-
-    fn type_error(&self, expected: &str) -> ConfigError {
-        let found = match self.value {
-            Value::Null => "null".to_owned(),
-            Value::Bool(b) => format!("{b}"),
-            Value::Number(n) => format!("the number {n}"),
-            Value::String(s) => format!("the string {s:?}"),
-            Value::Array(_) => "an array".to_owned(),
-            Value::Object(_) => "an object".to_owned(),
-        };
-        ConfigError::new(self.path, format!("expected {expected}, found {found}"))
-    }
-
-    fn array(&self) -> Result<&'v Vec<Value>, ConfigError> {
-        self.value.as_array().ok_or_else(|| self.type_error("an array"))
-    }
-
-    fn string(&self) -> Result<&'v str, ConfigError> {
-        self.value.as_str().ok_or_else(|| self.type_error("a string"))
-    }
-
-    fn non_empty_string(&self) -> Result<&'v str, ConfigError> {
-        let s = self.string()?;
-        if s.is_empty() {
-            return Err(self.error("must not be empty"));
-        }
-        Ok(s)
-    }
-
-    fn variant(&self) -> Result<Variant, ConfigError> {
-        match self.string()? {
-            "primary" => Ok(Variant::Primary),
-            "canary" => Ok(Variant::Canary),
-            other => Err(self.error(format!("{other:?} is not \"primary\" or \"canary\""))),
-        }
-    }
-
-    /// An HTTP header name (an RFC 9110 token), lower-cased as Envoy presents it.
-    fn header_name(&self) -> Result<String, ConfigError> {
-        let name = self.non_empty_string()?;
-        if !name.bytes().all(is_token_byte) {
-            return Err(self.error(format!("{name:?} is not a valid header name")));
-        }
-        Ok(name.to_ascii_lowercase())
-    }
-
-    fn cookie_name(&self) -> Result<String, ConfigError> {
-        let name = self.non_empty_string()?;
-        if !name.bytes().all(is_token_byte) {
-            return Err(self.error(format!("{name:?} is not a valid cookie name")));
-        }
-        Ok(name.to_owned())
-    }
-
-    /// The public host a route matches: a DNS name, case-insensitive, without port.
-    fn public_host(&self) -> Result<String, ConfigError> {
-        let host = self.non_empty_string()?;
-        if host.contains(':') {
-            return Err(self.error(format!(
-                "{host:?} must not include a port (ports are ignored when matching)"
-            )));
-        }
-        let host = host.strip_suffix('.').unwrap_or(host);
+        let host = host.strip_suffix('.').unwrap_or(&host);
         if host.is_empty() || host.len() > MAX_HOST_LEN || !host.bytes().all(is_host_byte) {
-            return Err(self.error(format!("{host:?} is not a valid host name")));
+            return Err(format!("{host:?} is not a valid host name"));
         }
-        Ok(host.to_ascii_lowercase())
+        Ok(PublicHost(host.to_ascii_lowercase()))
     }
+}
 
-    /// The host a variant's requests are rewritten to; a port is allowed here.
-    fn target_host(&self) -> Result<String, ConfigError> {
-        let host = self.non_empty_string()?;
-        let (name, port) = host.split_once(':').unwrap_or((host, "80"));
+/// The host a variant's requests are rewritten to; a port is allowed here.
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct TargetHost(String);
+
+impl TryFrom<NonEmpty> for TargetHost {
+    type Error = String;
+
+    fn try_from(NonEmpty(host): NonEmpty) -> Result<Self, String> {
+        let (name, port) = host.split_once(':').unwrap_or((&host, "80"));
         let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
         if name.is_empty() || name.len() > MAX_HOST_LEN || !name.bytes().all(is_host_byte) || !port_ok {
-            return Err(self.error(format!("{host:?} is not a valid host[:port]")));
+            return Err(format!("{host:?} is not a valid host[:port]"));
         }
-        Ok(host.to_ascii_lowercase())
+        Ok(TargetHost(host.to_ascii_lowercase()))
     }
+}
 
-    /// `canary_weight`: a percentage from 0 to 100 with at most two decimals.
-    fn weight_basis_points(&self) -> Result<u16, ConfigError> {
-        let Value::Number(number) = self.value else {
-            return Err(self.type_error("a number from 0 to 100"));
-        };
+/// `canary_weight`: a percentage from 0 to 100 with at most two decimals, in basis points.
+#[derive(Deserialize)]
+#[serde(try_from = "Percent")]
+struct BasisPoints(u16);
+
+impl TryFrom<Percent> for BasisPoints {
+    type Error = String;
+
+    fn try_from(Percent(number): Percent) -> Result<Self, String> {
         let percent = number.as_f64().unwrap_or(f64::NAN);
         if !(0.0..=100.0).contains(&percent) {
-            return Err(self.error(format!("{number} is not in 0..=100")));
+            return Err(format!("{number} is not in 0..=100"));
         }
         let basis_points = (percent * 100.0).round();
         if (percent * 100.0 - basis_points).abs() > 1e-6 {
-            return Err(self.error(format!(
+            return Err(format!(
                 "{number} is finer than the resolution of 0.01 (one basis point)"
-            )));
+            ));
         }
         // In 0..=10_000 after the range check above.
-        Ok(basis_points.clamp(0.0, f64::from(BUCKETS)) as u16)
+        Ok(BasisPoints(basis_points.clamp(0.0, f64::from(BUCKETS)) as u16))
+    }
+}
+
+/// Any JSON number, kept as written for messages.
+struct Percent(serde_json::Number);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PercentVisitor;
+        impl Visitor<'_> for PercentVisitor {
+            type Value = serde_json::Number;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number from 0 to 100")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(v.into())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(v.into())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                serde_json::Number::from_f64(v).ok_or_else(|| E::custom(format!("{v} is not in 0..=100")))
+            }
+        }
+        deserializer.deserialize_any(PercentVisitor).map(Percent)
     }
 }
 
@@ -522,18 +660,48 @@ mod tests {
     }
 
     #[test]
-    fn route_by_route_and_whole_tree_parsing_agree() {
+    fn strings_that_look_like_json_are_just_values() {
         let tricky = r#"{"routes": [{"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 1,
             "pin": [{"header": "h", "value": "]},{\"[\\", "to": "canary"}]}], "decision_header": "X-D"}"#;
-        for json in [CONTRACT_EXAMPLE, tricky] {
-            assert!(json_split::split_routes(json.as_bytes()).is_some(), "{json}");
-            let from_json = Config::from_json(json.as_bytes()).expect("valid");
-            let from_value = Config::from_value(&serde_json::from_str(json).expect("JSON")).expect("valid");
-            assert_eq!(from_json.routes, from_value.routes);
-            assert_eq!(from_json.decision_header, from_value.decision_header);
-            assert!(from_json
-                .route_for_authority(from_json.routes[0].host.as_bytes())
-                .is_some());
+        let config = Config::from_json(tricky.as_bytes()).expect("valid");
+        assert_eq!(config.decision_header, "x-d");
+        assert_eq!(config.routes[0].pins[0].value, br#"]},{"[\"#);
+        assert!(config.route_for_authority(b"b.example.com").is_some());
+    }
+
+    #[test]
+    fn null_leaves_an_optional_field_unset() {
+        let json = route_with(r#""pin": null, "sticky": null, "salt": null"#)
+            .replace(r#"{"routes""#, r#"{"decision_header": null, "routes""#);
+        let config = Config::from_json(json.as_bytes()).expect("valid");
+        assert_eq!(config.decision_header, DEFAULT_DECISION_HEADER);
+        let route = config.routes.first().expect("one route");
+        assert_eq!(
+            (route.pins.len(), &route.sticky, route.salt.as_str()),
+            (0, &None, "a.example.com")
+        );
+    }
+
+    /// The field lists the schema test compares with are the ones serde really accepts.
+    #[test]
+    fn field_lists_match_what_the_parser_accepts() {
+        let unknown_field_message = |json: String| {
+            let error = error_of(&json);
+            let (_, expected) = error.split_once("(expected one of: ").expect(&error);
+            expected.trim_end_matches(')').to_owned()
+        };
+        let cases = [
+            (r#"{"routes": [], "zz": 1}"#.to_owned(), CONFIG_FIELDS),
+            (route_with(r#""zz": 1"#), ROUTE_FIELDS),
+            (
+                route_with("").replace(r#""canary": {}"#, r#""canary": {"zz": 1}"#),
+                TARGET_FIELDS,
+            ),
+            (route_with(r#""pin": [{"zz": 1}]"#), PIN_RULE_FIELDS),
+            (route_with(r#""sticky": {"zz": 1}"#), STICKY_FIELDS),
+        ];
+        for (json, fields) in cases {
+            assert_eq!(unknown_field_message(json), fields.join(", "));
         }
     }
 
@@ -542,8 +710,12 @@ mod tests {
         for len in 0..CONTRACT_EXAMPLE.len() {
             let truncated = &CONTRACT_EXAMPLE.as_bytes()[..len];
             let error = Config::from_json(truncated).expect_err("truncated");
-            match serde_json::from_slice::<Value>(truncated) {
-                Ok(value) => assert_eq!(Some(error), Config::from_value(&value).err(), "{len}"),
+            match serde_json::from_slice::<serde_json::Value>(truncated) {
+                Ok(value) => assert_eq!(
+                    Some(error),
+                    Config::from_json(&serde_json::to_vec(&value).expect("JSON")).err(),
+                    "{len}"
+                ),
                 Err(json_error) if len > 0 => {
                     assert_eq!(
                         error.to_string(),
@@ -666,6 +838,14 @@ mod tests {
             (route_with(r#""sticky": {"client_ip": false}"#), "routes[0].sticky.client_ip: must be true (omit \"sticky\" for no stickiness)"),
             (route_with(r#""sticky": {"ip": true}"#), "routes[0].sticky.ip: unknown field (expected one of: header, cookie, client_ip)"),
             (route_with(r#""salt": """#), "routes[0].salt: must not be empty"),
+            (route_with("").replace("\"primary\": {}", "\"primary\": [\"p.example.com\"]"), "routes[0].primary: expected an object, found an array"),
+            (r#"{"routes": [["a.example.com", {}, {}, 10]]}"#.into(), "routes[0]: expected an object, found an array"),
+            (r#"{"routes": [], "routes": []}"#.into(), "routes: is set more than once"),
+            (route_with(r#""sticky": {"client_ip": "yes"}"#), "routes[0].sticky.client_ip: expected a boolean, found the string \"yes\""),
+            (route_with(r#""pin": [{"header": "h", "value": "v", "to": null}]"#), "routes[0].pin[0].to: expected a string, found null"),
+            (route_with("").replace("10", "true"), "routes[0].canary_weight: expected a number from 0 to 100, found true"),
+            (route_with("").replace("10", "1e3"), "routes[0].canary_weight: 1000.0 is not in 0..=100"),
+            (r#"{"routes": [7], "x": "#.into(), "config: is not valid JSON: EOF while parsing a value at line 1 column 21"),
         ];
         for (json, expected) in cases {
             assert_eq!(error_of(json), *expected, "config: {json}");

@@ -11,7 +11,6 @@ pub mod contexts;
 pub mod cookie;
 pub mod decision;
 pub mod header_map;
-mod json_split;
 pub mod sticky_hash;
 
 #[cfg(target_os = "wasi")]

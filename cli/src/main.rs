@@ -36,21 +36,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// One filter config found in a file, with a label saying where it came from.
+/// One filter config found in a file, as the JSON the filter would be given, with a label saying
+/// where it came from.
 struct FoundConfig {
     label: String,
-    value: Result<Value, String>,
+    json: Result<Vec<u8>, String>,
+}
+
+impl FoundConfig {
+    /// The filter's own verdict on it, in the filter's words.
+    fn parse(self) -> Result<Config, String> {
+        self.json
+            .and_then(|json| Config::from_json(&json).map_err(|e| e.to_string()))
+    }
 }
 
 fn read_configs(path: &str) -> Result<Vec<FoundConfig>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
-        let value = serde_json::from_str(&text).map_err(|e| format!("config: is not valid JSON: {e}"));
         return Ok(vec![FoundConfig {
             label: path.to_owned(),
-            value,
+            json: Ok(bytes),
         }]);
     }
+    let text = String::from_utf8(bytes).map_err(|e| format!("{path}: {e}"))?;
     let mut found = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         let document: Value = serde::Deserialize::deserialize(document)
@@ -62,13 +71,14 @@ fn read_configs(path: &str) -> Result<Vec<FoundConfig>, String> {
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("?");
-        let value = document
+        // Istio hands the filter the pluginConfig as JSON.
+        let json = document
             .pointer("/spec/pluginConfig")
-            .cloned()
-            .ok_or_else(|| "spec.pluginConfig: missing".to_owned());
+            .ok_or_else(|| "spec.pluginConfig: missing".to_owned())
+            .and_then(|config| serde_json::to_vec(config).map_err(|e| e.to_string()));
         found.push(FoundConfig {
             label: format!("{path}: WasmPlugin {name}"),
-            value,
+            json,
         });
     }
     if found.is_empty() {
@@ -82,16 +92,14 @@ fn check(paths: &[String]) -> Result<String, String> {
     let mut failed = false;
     for path in paths {
         for found in read_configs(path)? {
-            match found
-                .value
-                .and_then(|v| Config::from_value(&v).map_err(|e| e.to_string()))
-            {
+            let label = found.label.clone();
+            match found.parse() {
                 Ok(config) => {
-                    let _ = writeln!(report, "{}: ok, {} route(s)", found.label, config.routes.len());
+                    let _ = writeln!(report, "{label}: ok, {} route(s)", config.routes.len());
                 }
                 Err(error) => {
                     failed = true;
-                    let _ = writeln!(report, "{}: invalid configuration: {error}", found.label);
+                    let _ = writeln!(report, "{label}: invalid configuration: {error}");
                 }
             }
         }
@@ -175,10 +183,10 @@ fn explain(args: &[String]) -> Result<String, String> {
         ));
     }
     let found = configs.remove(0);
+    let label = found.label.clone();
     let config = found
-        .value
-        .and_then(|v| Config::from_value(&v).map_err(|e| e.to_string()))
-        .map_err(|e| format!("{}: invalid configuration: {e}", found.label))?;
+        .parse()
+        .map_err(|e| format!("{label}: invalid configuration: {e}"))?;
     Ok(explain_request(&config, &host, &request))
 }
 
