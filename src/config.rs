@@ -792,6 +792,167 @@ mod tests {
         }
     }
 
+    mod properties {
+        use super::*;
+        use crate::properties::check;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        use proptest::test_runner::TestCaseResult;
+        use serde_json::Value;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+
+        /// Field names the parser knows, and values it would accept somewhere, so random documents
+        /// reach deep into the config as well as failing at its surface.
+        fn key() -> impl Strategy<Value = String> {
+            let known = [
+                CONFIG_FIELDS,
+                ROUTE_FIELDS,
+                TARGET_FIELDS,
+                PIN_RULE_FIELDS,
+                STICKY_FIELDS,
+            ]
+            .concat();
+            prop_oneof![select(known).prop_map(str::to_owned), "[a-z_]{1,8}"]
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let text = prop_oneof![
+                select(vec![
+                    "primary",
+                    "canary",
+                    "a.example.com",
+                    "A.Example.com.",
+                    "h:80",
+                    "x-user-id",
+                    "",
+                    "a b",
+                    "host"
+                ])
+                .prop_map(str::to_owned),
+                ".{0,12}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                (-1e4..1e4f64).prop_map(Value::from),
+                (0..=10_000u32).prop_map(|bp| Value::from(f64::from(bp) / 100.0)),
+                text.prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    vec((key(), inner), 0..7).prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// The contract example with one of its values, anywhere, replaced by a random one.
+        fn mutated_example() -> impl Strategy<Value = Value> {
+            let example: Value = serde_json::from_str(CONTRACT_EXAMPLE).expect("example");
+            let mut pointers = Vec::new();
+            collect_pointers(&example, String::new(), &mut pointers);
+            (select(pointers), json()).prop_map(move |(pointer, replacement)| {
+                let mut document = example.clone();
+                if let Some(slot) = document.pointer_mut(&pointer) {
+                    *slot = replacement;
+                }
+                document
+            })
+        }
+
+        fn collect_pointers(value: &Value, at: String, out: &mut Vec<String>) {
+            match value {
+                Value::Object(fields) => fields
+                    .iter()
+                    .for_each(|(k, v)| collect_pointers(v, format!("{at}/{k}"), out)),
+                Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, v)| collect_pointers(v, format!("{at}/{i}"), out)),
+                _ => {}
+            }
+            out.push(at);
+        }
+
+        /// `routes[0].pin[1].to` as a JSON pointer (`/routes/0/pin/1/to`); `config` is the root.
+        fn pointer_of(path: &str) -> String {
+            if path == "config" {
+                return String::new();
+            }
+            let mut pointer = String::new();
+            for segment in path.split('.') {
+                let mut parts = segment.split('[');
+                pointer += &format!("/{}", parts.next().unwrap_or_default());
+                for index in parts {
+                    pointer += &format!("/{}", index.trim_end_matches(']'));
+                }
+            }
+            pointer
+        }
+
+        /// A refusal names where the problem is: a value in the document, or for a missing
+        /// field, the object that lacks it.
+        fn names_a_place_in(document: &Value, error: &ConfigError) -> TestCaseResult {
+            let pointer = pointer_of(&error.path);
+            if error.problem == "missing" {
+                let (parent, field) = pointer.rsplit_once('/').unwrap_or_default();
+                let object = document.pointer(parent).and_then(Value::as_object);
+                prop_assert!(object.is_some_and(|o| !o.contains_key(field)), "{error}");
+            } else {
+                prop_assert!(document.pointer(&pointer).is_some(), "{error} in {document}");
+            }
+            if let Some(expected) = error.problem.strip_prefix("unknown field (expected one of: ") {
+                // The path ends at the unknown field itself, in an object.
+                let (parent, field) = pointer.rsplit_once('/').unwrap_or_default();
+                prop_assert!(document.pointer(parent).is_some_and(Value::is_object), "{error}");
+                prop_assert!(
+                    !expected.trim_end_matches(')').split(", ").any(|known| known == field),
+                    "{error}"
+                );
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn random_documents_are_accepted_or_refused_at_a_named_place() {
+            check(prop_oneof![json(), mutated_example()], |document| {
+                let bytes = serde_json::to_vec(&document).expect("serializable");
+                match Config::from_json(&bytes) {
+                    Ok(config) => prop_assert!(config.routes.len() <= 1),
+                    Err(error) => names_a_place_in(&document, &error)?,
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn random_bytes_are_refused_as_the_whole_config() {
+            let example_prefix =
+                (0..CONTRACT_EXAMPLE.len()).prop_map(|len| CONTRACT_EXAMPLE.as_bytes()[..len].to_vec());
+            check(prop_oneof![vec(any::<u8>(), 0..256), example_prefix], |bytes| {
+                if let Err(error) = Config::from_json(&bytes) {
+                    prop_assert_eq!(error.path.as_str(), "config");
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn any_authority_finds_its_route_or_none() {
+            let config = Config::from_json(CONTRACT_EXAMPLE.as_bytes()).expect("valid");
+            check(vec(any::<u8>(), 0..300), |authority| {
+                if let Some(route) = config.route_for_authority(&authority) {
+                    let host = String::from_utf8_lossy(&authority).to_ascii_lowercase();
+                    prop_assert!(host.starts_with(&route.host), "{host}");
+                }
+                Ok(())
+            });
+        }
+    }
+
     /// Every way a config can be wrong, with the exact message an operator sees in the Envoy log.
     /// `tests/e2e` asserts a selection of these against a real Envoy.
     #[test]

@@ -355,6 +355,88 @@ mod tests {
         assert!(request.reads.borrow().is_empty());
     }
 
+    mod properties {
+        use super::*;
+        use crate::properties::check;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                vec(any::<u8>(), 0..64),
+                Just(b"test".to_vec()),
+                Just(b"canary=never".to_vec())
+            ]
+        }
+
+        #[test]
+        fn any_request_gets_a_decision_that_follows_the_rules() {
+            let requests = (bytes(), bytes(), bytes(), proptest::option::of(bytes()), 0..=10_000u16);
+            check(requests, |(traffic, cookie, user, address, weight)| {
+                let mut route = pinned_route("0");
+                route.canary_basis_points = weight;
+                let request = FakeRequest {
+                    client_address: address,
+                    ..FakeRequest::default()
+                }
+                .with("traffic", &traffic)
+                .with("cookie", &cookie)
+                .with("x-user-id", &user);
+                let decision = decide(&route, &request, || 9_999);
+                let expected = if traffic == b"test" {
+                    Reason::Pinned { rule: 0 }
+                } else if cookie::find(&cookie, b"canary") == Some(&b"never"[..]) {
+                    Reason::Pinned { rule: 1 }
+                } else if !user.is_empty() {
+                    Reason::Sticky {
+                        bucket: sticky_hash::bucket(b"a.example.com", &user),
+                    }
+                } else {
+                    Reason::Random { bucket: 9_999 }
+                };
+                prop_assert_eq!(decision.reason, expected);
+                Ok(())
+            });
+        }
+
+        /// Users on the canary stay there as its weight grows; lowering it moves back only those
+        /// whose bucket is at or above the new weight.
+        #[test]
+        fn weight_changes_move_only_the_users_between_the_weights() {
+            let route =
+                route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 0, "sticky": {"header": "u"}}"#);
+            // Weights at, just around, or anywhere from the user's bucket: the boundaries matter.
+            let user_and_weights = vec(any::<u8>(), 1..32).prop_flat_map(|user| {
+                let bucket = sticky_hash::bucket(b"a", &user);
+                let near = prop_oneof![
+                    Just(bucket),
+                    Just(bucket + 1),
+                    Just(bucket.saturating_sub(1)),
+                    0..=10_000u16
+                ];
+                (Just(user), near.clone(), near)
+            });
+            check(user_and_weights, |(user, one, other)| {
+                let (low, high) = (one.min(other), one.max(other));
+                let request = FakeRequest::default().with("u", &user);
+                let variant_at = |weight| {
+                    let mut weighted = route.clone();
+                    weighted.canary_basis_points = weight;
+                    decide(&weighted, &request, no_random).variant
+                };
+                let (at_low, at_high) = (variant_at(low), variant_at(high));
+                if at_low == Variant::Canary {
+                    prop_assert_eq!(at_high, Variant::Canary);
+                }
+                let bucket = sticky_hash::bucket(b"a", &user);
+                prop_assert_eq!(at_low != at_high, (low..high).contains(&bucket));
+                Ok(())
+            });
+        }
+    }
+
     #[test]
     fn salt_separates_services() {
         let a = route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"header": "u"}}"#);

@@ -13,6 +13,9 @@ pub mod decision;
 pub mod header_map;
 pub mod sticky_hash;
 
+#[cfg(test)]
+mod properties;
+
 #[cfg(target_os = "wasi")]
 mod filter;
 #[cfg(target_os = "wasi")]
