@@ -5,6 +5,7 @@ routed on the gateway the plugin runs on, and no route splits by weight."""
 import copy
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -125,7 +126,32 @@ def release_problems(manifests: list[dict]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("check", [routing_problems, weight_problems, release_problems])
+def release_services(manifests: list[dict]) -> set[str]:
+    """The host of each release's predictor Service, as KServe names it and VirtualServices route to it."""
+    return {f'{i["metadata"]["name"]}-predictor.{i["metadata"]["namespace"]}.svc.cluster.local'
+            for i in of_kind(manifests, "InferenceService")}
+
+
+def alert_problems(manifests: list[dict]) -> list[str]:
+    """The alerts tell the releases apart by Istio's destination_service, the host of the release's
+    Service: every exact value is a release's, and a pattern selects every release."""
+    problems = []
+    releases = release_services(manifests)
+    for rule in (r for p in of_kind(manifests, "PrometheusRule") for g in p["spec"]["groups"] for r in g["rules"]):
+        name = rule.get("alert") or rule["record"]
+        for operator, quoted in re.findall(r'destination_service(=~|=)"((?:[^"\\]|\\.)*)"', rule["expr"]):
+            value = quoted.replace("\\\\", "\\")  # a PromQL string's escaped backslash
+            if operator == "=" and value not in releases:
+                problems.append(f'{name}: destination_service="{value}" is not a release\'s Service')
+            if operator == "=~":
+                problems += [f"{name}: destination_service=~{value!r} misses {s}" for s in releases if not re.fullmatch(value, s)]
+        label = rule.get("labels", {}).get("destination_service")
+        if label is not None and label not in releases:
+            problems.append(f"{name}: label destination_service {label!r} is not a release's Service")
+    return problems
+
+
+@pytest.mark.parametrize("check", [routing_problems, weight_problems, release_problems, alert_problems])
 def test_shipped_manifests_agree(check):
     assert check(MANIFESTS) == []
 
@@ -134,6 +160,12 @@ def broken(edit) -> list[dict]:
     manifests = copy.deepcopy(MANIFESTS)
     edit(manifests)
     return manifests
+
+
+def alert_named(manifests, name):
+    (alert,) = [r for p in of_kind(manifests, "PrometheusRule") for g in p["spec"]["groups"] for r in g["rules"]
+                if r.get("alert") == name]
+    return alert
 
 
 def vs_named(manifests, name):
@@ -148,8 +180,13 @@ def vs_named(manifests, name):
     (weight_problems, lambda m: vs_named(m, "sklearn")["spec"]["http"][-1]["route"][0].update(weight=90)),
     (release_problems, lambda m: of_kind(m, "InferenceService")[1]["spec"]["predictor"]["model"].update(args=[])),
     (release_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(name="sklearn-beta")),
+    (alert_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(name="sklearn-beta")),
+    (alert_problems, lambda m: alert_named(m, "CanaryHigherLatency").update(
+        expr=alert_named(m, "CanaryHigherLatency")["expr"].replace(".models.svc", ".default.svc"))),
+    (alert_problems, lambda m: alert_named(m, "SklearnCanaryGetsNoTraffic")["labels"].update(
+        destination_service="sklearn-canary-predictor")),
 ], ids=["vs-on-other-gateway", "public-vs-missing", "gateway-not-selected", "weighted-route", "model-name-differs",
-        "release-not-routed"])
+        "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-host"])
 def test_each_cross_check_catches_its_problem(check, edit):
     assert check(broken(edit)) != []
 
