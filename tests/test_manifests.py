@@ -126,10 +126,11 @@ def release_problems(manifests: list[dict]) -> list[str]:
     return problems
 
 
-def release_services(manifests: list[dict]) -> set[str]:
-    """The host of each release's predictor Service, as KServe names it and VirtualServices route to it."""
-    return {f'{i["metadata"]["name"]}-predictor.{i["metadata"]["namespace"]}.svc.cluster.local'
-            for i in of_kind(manifests, "InferenceService")}
+def release_services(manifests: list[dict]) -> dict[str, str]:
+    """The host of each release's predictor Service, as KServe names it and VirtualServices route
+    to it, and the release's variant."""
+    return {f'{i["metadata"]["name"]}-predictor.{i["metadata"]["namespace"]}.svc.cluster.local':
+            i["metadata"]["labels"]["canary-split.dev/variant"] for i in of_kind(manifests, "InferenceService")}
 
 
 def alert_problems(manifests: list[dict]) -> list[str]:
@@ -151,7 +152,21 @@ def alert_problems(manifests: list[dict]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("check", [routing_problems, weight_problems, release_problems, alert_problems])
+def release_header_problems(manifests: list[dict]) -> list[str]:
+    """Every route to a release sets the response header x-release to that release's variant."""
+    variant_of = release_services(manifests)
+    problems = []
+    for vs in of_kind(manifests, "VirtualService"):
+        for http in vs["spec"]["http"]:
+            variant = variant_of.get(http["route"][0]["destination"]["host"])
+            named = http.get("headers", {}).get("response", {}).get("set", {}).get("x-release")
+            if variant is not None and named != variant:
+                problems.append(f'{vs["metadata"]["name"]}.{http["name"]}: x-release is {named!r}, routes to the {variant}')
+    return problems
+
+
+@pytest.mark.parametrize("check", [routing_problems, weight_problems, release_problems, alert_problems,
+                                   release_header_problems])
 def test_shipped_manifests_agree(check):
     assert check(MANIFESTS) == []
 
@@ -185,8 +200,12 @@ def vs_named(manifests, name):
         expr=alert_named(m, "CanaryHigherLatency")["expr"].replace(".models.svc", ".default.svc"))),
     (alert_problems, lambda m: alert_named(m, "SklearnCanaryGetsNoTraffic")["labels"].update(
         destination_service="sklearn-canary-predictor")),
+    (release_header_problems, lambda m: vs_named(m, "sklearn")["spec"]["http"][0]["headers"]["response"]["set"].update(
+        {"x-release": "primary"})),
+    (release_header_problems, lambda m: vs_named(m, "sklearn-canary")["spec"]["http"][0].pop("headers")),
 ], ids=["vs-on-other-gateway", "public-vs-missing", "gateway-not-selected", "weighted-route", "model-name-differs",
-        "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-host"])
+        "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-host",
+        "release-header-names-other-release", "release-header-missing"])
 def test_each_cross_check_catches_its_problem(check, edit):
     assert check(broken(edit)) != []
 
