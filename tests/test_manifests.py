@@ -36,17 +36,30 @@ def edited(file: str, old: str, new: str, tmp_path: pathlib.Path) -> pathlib.Pat
     return copy_path
 
 
+UNEXPECTED = "Additional properties are not allowed"
+
+
 @pytest.mark.parametrize("file, old, new, reported", [
-    ("virtualservices.yaml", "    route:\n", "    routes:\n", "at $.spec.http[0]: Additional properties are not allowed ('routes' was unexpected)"),
-    ("gateway.yaml", "number: 443", "number: https", "at $.spec.servers[1].port.number: 'https' is not of type 'integer'"),
-    ("wasmplugin.yaml", "failStrategy: FAIL_OPEN", "failStrategy: FAIL_SOMETIMES", "at $.spec.failStrategy: 'FAIL_SOMETIMES' is not one of"),
-    ("wasmplugin.yaml", "pluginName: canary-split", "pluginName: null", "at $.spec.pluginName: None is not of type 'string'"),
-    ("inferenceservices.yaml", "minReplicas: 2", "minReplica: 2", "at $.spec.predictor: Additional properties are not allowed ('minReplica' was unexpected)"),
-    ("alerts.yaml", "  labels:\n    release:", "  lables:\n    release:", "at $.metadata: Additional properties are not allowed ('lables' was unexpected)"),
-    ("alerts.yaml", "for: 10m", "for: ten minutes", "at $.spec.groups[0].rules["),
-    ("alerts.yaml", "    rules:\n", "    rule:\n", "at $.spec.groups[0]: Additional properties are not allowed ('rule' was unexpected)"),
-    ("gateway.yaml", "  namespace: models\n", "  namespace: models\n  name: models\n", "duplicate key 'name'"),
-    ("gateway.yaml", "networking.istio.io/v1\n", "networking.istio.io/v2\n", "no schema for apiVersion 'networking.istio.io/v2' kind 'Gateway'"),
+    ("virtualservices.yaml", "    route:\n", "    routes:\n",
+     f"at $.spec.http[0]: {UNEXPECTED} ('routes' was unexpected)"),
+    ("gateway.yaml", "number: 443", "number: https",
+     "at $.spec.servers[1].port.number: 'https' is not of type 'integer'"),
+    ("wasmplugin.yaml", "failStrategy: FAIL_OPEN", "failStrategy: FAIL_SOMETIMES",
+     "at $.spec.failStrategy: 'FAIL_SOMETIMES' is not one of"),
+    ("wasmplugin.yaml", "pluginName: canary-split", "pluginName: null",
+     "at $.spec.pluginName: None is not of type 'string'"),
+    ("inferenceservices.yaml", "minReplicas: 2", "minReplica: 2",
+     f"at $.spec.predictor: {UNEXPECTED} ('minReplica' was unexpected)"),
+    ("alerts.yaml", "  labels:\n    release:", "  lables:\n    release:",
+     f"at $.metadata: {UNEXPECTED} ('lables' was unexpected)"),
+    ("alerts.yaml", "for: 10m", "for: ten minutes",
+     "at $.spec.groups[0].rules[5].for: 'ten minutes' does not match"),
+    ("alerts.yaml", "    rules:\n", "    rule:\n",
+     f"at $.spec.groups[0]: {UNEXPECTED} ('rule' was unexpected)"),
+    ("gateway.yaml", "  namespace: models\n", "  namespace: models\n  name: models\n",
+     "duplicate key 'name'"),
+    ("gateway.yaml", "networking.istio.io/v1\n", "networking.istio.io/v2\n",
+     "no schema for apiVersion 'networking.istio.io/v2' kind 'Gateway'"),
 ], ids=["unknown-field", "wrong-type", "not-in-enum", "null-not-allowed", "unknown-field-deep", "misspelt-metadata",
         "bad-duration", "misspelt-rules", "duplicate-key", "unknown-api-version"])
 def test_the_schema_check_reports_a_broken_manifest(tmp_path, file, old, new, reported):
@@ -55,7 +68,8 @@ def test_the_schema_check_reports_a_broken_manifest(tmp_path, file, old, new, re
 
 
 def test_the_schema_check_allows_null_where_the_schema_is_nullable(tmp_path):
-    assert crd_schemas.problems([edited("wasmplugin.yaml", "priority: 1000", "priority: null", tmp_path)], SCHEMAS) == []
+    nullable = edited("wasmplugin.yaml", "priority: 1000", "priority: null", tmp_path)
+    assert crd_schemas.problems([nullable], SCHEMAS) == []
 
 
 def test_plugin_config_passes_the_filters_own_validation():
@@ -145,7 +159,8 @@ def alert_problems(manifests: list[dict]) -> list[str]:
             if operator == "=" and value not in releases:
                 problems.append(f'{name}: destination_service="{value}" is not a release\'s Service')
             if operator == "=~":
-                problems += [f"{name}: destination_service=~{value!r} misses {s}" for s in releases if not re.fullmatch(value, s)]
+                problems += [f"{name}: destination_service=~{value!r} misses {service}"
+                             for service in releases if not re.fullmatch(value, service)]
         label = rule.get("labels", {}).get("destination_service")
         if label is not None and label not in releases:
             problems.append(f"{name}: label destination_service {label!r} is not a release's Service")
@@ -161,7 +176,8 @@ def release_header_problems(manifests: list[dict]) -> list[str]:
             variant = variant_of.get(http["route"][0]["destination"]["host"])
             named = http.get("headers", {}).get("response", {}).get("set", {}).get("x-release")
             if variant is not None and named != variant:
-                problems.append(f'{vs["metadata"]["name"]}.{http["name"]}: x-release is {named!r}, routes to the {variant}')
+                problems.append(f'{vs["metadata"]["name"]}.{http["name"]}: x-release is {named!r}, '
+                                f'routes to the {variant}')
     return problems
 
 
