@@ -28,9 +28,10 @@ DECISION_HEADER = "x-canary-route"
 
 
 class EchoUpstream:
-    """An HTTP/1.1 server that answers every request with its own name and the headers it got."""
+    """An HTTP/1.1 server that answers every request with its own name and the headers it got,
+    adding `response_headers` to its response."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, response_headers: list[tuple[str, str]] = ()):
         self.name = name
         upstream_name = name
 
@@ -47,6 +48,8 @@ class EchoUpstream:
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("x-upstream", upstream_name)
+                for header_name, value in response_headers:
+                    self.send_header(header_name, value)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -74,6 +77,12 @@ class Response:
     headers: dict[str, str]
     """The request headers as the upstream received them (last value wins)."""
     header_list: list[tuple[str, str]] = field(default_factory=list)
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    """The headers of the response the client got, names in lower case, in order."""
+
+    def response_header(self, name: str) -> list[str]:
+        """Every value of one response header."""
+        return [value for header_name, value in self.response_headers if header_name == name]
 
 
 def vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
@@ -321,7 +330,8 @@ class Client:
         header_list = []
         if upstream:
             header_list = [(k, v) for k, v in json.loads(body)["headers"]]
-        return Response(reply.status, upstream, dict(header_list), header_list)
+        response_headers = [(name.lower(), value) for name, value in reply.getheaders()]
+        return Response(reply.status, upstream, dict(header_list), header_list, response_headers)
 
     def reconnect(self):
         """A new connection, which Envoy may hand to another worker thread."""

@@ -2,8 +2,8 @@
 pluginConfig, and the VirtualServices bound to the gateway as Envoy virtual hosts.
 
 Only the subset of VirtualService the project uses is translated (hosts, gateways, header and
-uri matches, one destination with a port). Anything else raises, so the tests can never run
-against routes that differ silently from the ones users deploy.
+uri matches, one destination with a port, response headers set on a route). Anything else
+raises, so the tests can never run against routes that differ silently from the ones users deploy.
 """
 
 from __future__ import annotations
@@ -73,6 +73,16 @@ def _route_match(match: dict, where: str) -> dict:
     return envoy_match
 
 
+def _response_headers_to_add(headers: dict, where: str) -> list[dict]:
+    """`headers.response.set` as Istio renders it on the route (translateAppendHeaders in
+    pilot/pkg/networking/core/route/route.go): each header overwrites any value the upstream
+    sent, in order of name."""
+    if set(headers) != {"response"} or set(headers["response"]) != {"set"}:
+        raise ValueError(f"{where}: only headers.response.set is supported")
+    return [{"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for name, value in sorted(headers["response"]["set"].items())]
+
+
 def virtual_hosts(manifests: list[dict], gateway: str) -> tuple[list[dict], set[str]]:
     """Envoy virtual hosts for the VirtualServices bound to `gateway`, and the clusters they use."""
     hosts, clusters = [], set()
@@ -83,16 +93,19 @@ def virtual_hosts(manifests: list[dict], gateway: str) -> tuple[list[dict], set[
         routes = []
         for index, http in enumerate(vs["spec"]["http"]):
             where = f"{name}.http[{index}]"
-            unsupported = set(http) - {"name", "match", "route"}
+            unsupported = set(http) - {"name", "match", "route", "headers"}
             if unsupported:
                 raise ValueError(f"{where}: unsupported fields {sorted(unsupported)}")
-            if len(http["route"]) != 1 or "weight" in http["route"][0]:
-                raise ValueError(f"{where}: exactly one destination, no weight")
+            if len(http["route"]) != 1 or set(http["route"][0]) != {"destination"}:
+                raise ValueError(f"{where}: exactly one destination, no weight or headers of its own")
             cluster = cluster_name(http["route"][0]["destination"])
             clusters.add(cluster)
+            response_headers = _response_headers_to_add(http["headers"], f"{where}.headers") if "headers" in http else []
             for match_index, match in enumerate(http.get("match") or [{}]):
-                routes.append({"match": _route_match(match, f"{where}.match[{match_index}]"),
-                               "route": {"cluster": cluster}})
+                route = {"match": _route_match(match, f"{where}.match[{match_index}]"), "route": {"cluster": cluster}}
+                if response_headers:
+                    route["response_headers_to_add"] = response_headers
+                routes.append(route)
         domains = [d for host in vs["spec"]["hosts"] for d in (host, f"{host}:*")]
         hosts.append({"name": name, "domains": domains, "routes": routes})
     return hosts, clusters

@@ -1,17 +1,20 @@
 """The module with the shipped WasmPlugin config, in front of the routes the shipped
 VirtualServices render to: what users deploy, with echo upstreams standing in for the models."""
 
+import copy
 import math
 
 import pytest
 
 from conftest import envoy_from_istio
-from harness import DECISION_HEADER, Client
-from istio_routes import load_manifests, wasm_plugin
+from harness import DECISION_HEADER, Client, EchoUpstream
+from istio_routes import gateways_of_plugin, load_manifests, of_kind, virtual_hosts, wasm_plugin
 from sticky_hash import is_canary
 
-ROUTE = wasm_plugin(load_manifests())["spec"]["pluginConfig"]["routes"][0]
+MANIFESTS = load_manifests()
+ROUTE = wasm_plugin(MANIFESTS)["spec"]["pluginConfig"]["routes"][0]
 PUBLIC, PRIMARY_HOST, CANARY_HOST = ROUTE["host"], ROUTE["primary"]["host"], ROUTE["canary"]["host"]
+RELEASE_HEADER = "x-release"  # the response header the VirtualServices set
 
 
 @pytest.fixture
@@ -61,4 +64,53 @@ def test_without_the_filter_the_public_host_goes_to_primary(upstreams):
             response = client.get(PUBLIC, [("x-user-id", "u"), ("traffic", "test")])
             assert response.upstream == "primary"
             assert DECISION_HEADER not in response.headers
+            assert response.response_header(RELEASE_HEADER) == ["primary"]
         assert client.get(CANARY_HOST).upstream == "canary"
+
+
+def test_every_response_names_the_release_that_answered(deployed):
+    for host, release in ((PRIMARY_HOST, "primary"), (CANARY_HOST, "canary")):
+        response = deployed.get(host)
+        assert (response.upstream, response.response_header(RELEASE_HEADER)) == (release, [release])
+    assert deployed.get(PUBLIC, [("traffic", "test")]).response_header(RELEASE_HEADER) == ["canary"]
+    assert deployed.get(PUBLIC, [("x-canary", "never")]).response_header(RELEASE_HEADER) == ["primary"]
+    seen = set()
+    for user in map(str, range(100)):
+        response = deployed.get(PUBLIC, [("x-user-id", user)])
+        assert response.response_header(RELEASE_HEADER) == [response.upstream]
+        seen.add(response.upstream)
+    assert seen == {"primary", "canary"}
+
+
+def test_the_public_hosts_own_routes_name_the_release(upstreams):
+    # Header mode: the filter only sets the decision header and the public host's routes choose,
+    # so the header comes from the public host's canary route and its default primary route.
+    config = copy.deepcopy(wasm_plugin(MANIFESTS)["spec"]["pluginConfig"])
+    config["routes"][0].update(primary={}, canary={})
+    with envoy_from_istio(upstreams, plugin_config=config) as envoy:
+        client = Client(envoy.port)
+        for pin, release in ((("traffic", "test"), "canary"), (("x-canary", "never"), "primary")):
+            response = client.get(PUBLIC, [pin])
+            assert response.headers["host"] == PUBLIC  # not rewritten: the public host's route served it
+            assert (response.upstream, response.response_header(RELEASE_HEADER)) == (release, [release])
+
+
+def test_the_release_header_replaces_one_the_model_server_sends():
+    servers = {name: EchoUpstream(name, [(RELEASE_HEADER, "from-the-model-server")]) for name in ("primary", "canary")}
+    try:
+        with envoy_from_istio({name: server.port for name, server in servers.items()}) as envoy:
+            client = Client(envoy.port)
+            for host, headers, release in ((PRIMARY_HOST, [], "primary"), (CANARY_HOST, [], "canary"),
+                                           (PUBLIC, [("traffic", "test")], "canary")):
+                assert client.get(host, headers).response_header(RELEASE_HEADER) == [release]
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+def test_the_translation_refuses_header_operations_it_does_not_render():
+    manifests = copy.deepcopy(MANIFESTS)
+    (public,) = [vs for vs in of_kind(manifests, "VirtualService") if vs["spec"]["hosts"] == [PUBLIC]]
+    public["spec"]["http"][0]["headers"]["response"]["add"] = {RELEASE_HEADER: "canary"}
+    with pytest.raises(ValueError, match=r"models/sklearn.http\[0\].headers: only headers.response.set is supported"):
+        virtual_hosts(manifests, gateways_of_plugin(manifests)[0])

@@ -1,0 +1,94 @@
+"""istio/alerts.yaml's rules, run by promtool (Debian's `prometheus` package): they load, and the
+unit tests in tests/alerts/ pass. promtool reads plain rule files, not a PrometheusRule, so the
+rule's spec.groups is written to a temporary file. Each unit test is also run against rules broken
+on purpose, to show that it catches what it is there for."""
+
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ALERTS = ROOT / "istio" / "alerts.yaml"
+UNIT_TESTS = sorted((ROOT / "tests" / "alerts").glob("*.yaml"))
+RULES_FILE = "sklearn-canary.rules.yaml"  # the name the unit tests' rule_files give
+
+
+def promtool(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    executable = shutil.which("promtool")
+    assert executable, "promtool is missing: `make test` installs it (Debian package prometheus)"
+    return subprocess.run([executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def with_rules(directory: pathlib.Path, alerts_yaml: str) -> pathlib.Path:
+    """DIRECTORY with the PrometheusRule's groups as a plain rule file, beside copies of the unit tests."""
+    groups = yaml.safe_load(alerts_yaml)["spec"]["groups"]
+    (directory / RULES_FILE).write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    for unit_test in UNIT_TESTS:
+        shutil.copy(unit_test, directory)
+    return directory
+
+
+def test_the_rules_load(tmp_path):
+    groups = yaml.safe_load(ALERTS.read_text())["spec"]["groups"]
+    result = promtool("check", "rules", RULES_FILE, cwd=with_rules(tmp_path, ALERTS.read_text()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {sum(len(g['rules']) for g in groups)} rules found" in result.stdout
+
+
+def test_every_alert_has_unit_tests():
+    alerts = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["spec"]["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    tested = {check["alertname"] for path in UNIT_TESTS for group in yaml.safe_load(path.read_text())["tests"]
+              for check in group.get("alert_rule_test", [])}
+    assert alerts == tested
+
+
+@pytest.mark.parametrize("unit_test", [p.name for p in UNIT_TESTS])
+def test_unit_tests_pass(tmp_path, unit_test):
+    result = promtool("test", "rules", unit_test, cwd=with_rules(tmp_path, ALERTS.read_text()))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# (what is broken, text in alerts.yaml, replaced by, unit test file, how promtool reports the test
+# in it that catches it: the test's name, or for an expression test, which promtool reports without
+# a name, the expression and time)
+BROKEN = [
+    ("error-ratio-factor-1.2", "clamp_min(1.5 *", "clamp_min(1.2 *",
+     "error_rate.yaml", "name: canary fails 2.5 %, primary 2 %"),
+    ("error-floor-0.1-percent", "vector(0)), 0.01)", "vector(0)), 0.001)",
+     "error_rate.yaml", "name: primary has never failed; canary fails 0.5 %, under the 1 % floor"),
+    ("no-floor-without-primary-traffic", "\n          or on() vector(0)", "",
+     "error_rate.yaml", "name: no traffic on primary (canary_weight 100); canary fails 5 %"),
+    ("no-zero-errors-for-a-release-without-failures", "\n        or\n        sklearn:gateway_requests:rate5m * 0", "",
+     "error_rate.yaml", 'expr: "sklearn:gateway_error_ratio:rate5m", time: 10m'),
+    ("only-503-counts-as-an-error", 'response_code=~"5.."', 'response_code="503"',
+     "error_rate.yaml", "name: canary fails 5 % of requests, primary 0.5 %"),
+    ("error-alert-for-3m", "for: 5m", "for: 3m",
+     "error_rate.yaml", "name: half the canary's requests fail for one minute"),
+    ("every-reporter-counts", '{reporter="source",', "{",
+     "error_rate.yaml", "name: only the gateway's reports count"),
+    ("latency-factor-1.1", "> on() 1.3 *", "> on() 1.1 *",
+     "latency.yaml", "name: canary p95 57.1 ms, 1.18 times primary's"),
+    ("p50-instead-of-p95", "histogram_quantile(0.95,", "histogram_quantile(0.5,",
+     "latency.yaml", "name: canary p95 100 ms against primary's 48.3 ms"),
+    ("latency-alert-for-5m", "for: 10m", "for: 5m",
+     "latency.yaml", "name: canary as fast as primary except 3 minutes"),
+    ("no-traffic-below-1-request-a-second", ") > 1\n        unless", ") > 0\n        unless",
+     "no_traffic.yaml", "name: quiet hours"),
+    ("no-traffic-alert-for-10m", "for: 15m", "for: 10m",
+     "no_traffic.yaml", "name: canary gets no traffic while primary serves 10 requests a second"),
+]
+
+
+@pytest.mark.parametrize("old, new, unit_test, failure", [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_each_unit_test_catches_its_broken_rule(tmp_path, old, new, unit_test, failure):
+    text = ALERTS.read_text()
+    assert old in text, f"alerts.yaml no longer contains {old!r}: update the test"
+    directory = with_rules(tmp_path, text.replace(old, new))
+    assert promtool("check", "rules", RULES_FILE, cwd=directory).returncode == 0  # broken, but still valid rules
+    result = promtool("test", "rules", unit_test, cwd=directory)
+    assert result.returncode != 0
+    assert f"\n    {failure}" in result.stderr, result.stdout + result.stderr
