@@ -115,8 +115,7 @@ struct Request<'h> {
 impl<'h> Request<'h> {
     /// The first value of a header, as the host's single-value getter would return it.
     fn first(&self, name: &str) -> Option<&'h [u8]> {
-        let headers = self.headers;
-        headers
+        self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, value)| value.as_slice())
