@@ -8,7 +8,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 TOOLS := $(CURDIR)/.tools
 MODULE := target/wasm32-wasip1/release/canary_split.wasm
-MODULE_BUDGET_BYTES := 204800
+MODULE_BUDGET_BYTES := 262144
 IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # The test runner must match the wasm-bindgen version in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)

@@ -1,119 +1,140 @@
-//! The filter's side of the proxy-wasm ABI (0.2.1): load the configuration once per plugin, and for
-//! each request read what the decision needs, decide, and write the decision into the request
-//! headers.
+//! The filter on the proxy-wasm SDK: each plugin (root context) loads its configuration once,
+//! and each request reads what the decision needs, decides, and writes the decision into the
+//! request headers.
 //!
-//! The module exports only the callbacks it uses. Envoy enters the VM for every callback a module
-//! exports, on every stream, and an SDK exports all of them (response headers, log, done, ...);
-//! `make bench-profile` measures what those entries cost. A stream is remembered only until its
-//! request headers (`contexts`, `lifecycle`).
+//! Plugins that load the same module with the same VM settings share one VM; each is a root
+//! context of its own, and the SDK creates every stream under its plugin, so each request is
+//! routed with its own plugin's configuration.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{Config, FORWARDED_HOST_HEADER};
-use crate::contexts::RequestConfig;
 use crate::decision::{decide, RequestView};
-use crate::header_map;
-use crate::host;
-use crate::lifecycle::CONTEXTS;
 use crate::sticky_hash::BUCKETS;
 
-/// Returning 0 (false) makes Envoy reject the configuration; the plugin's previous one, if any,
-/// keeps serving.
-#[no_mangle]
-pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_size: usize) -> u32 {
-    let json = match host::plugin_configuration(plugin_configuration_size) {
-        Ok(json) => json,
-        Err(failed) => {
-            log::error!("cannot read the plugin configuration: host status {}", failed.0);
-            return 0;
-        }
-    };
-    match Config::from_json(&json) {
-        Ok(config) => {
-            log::info!("configured {} route(s)", config.routes.len());
-            CONTEXTS.with(|contexts| contexts.borrow_mut().configured(root_context_id, config));
-            1
-        }
-        Err(error) => {
-            log::error!("invalid configuration: {error}");
-            0
-        }
-    }
+proxy_wasm::main! {{
+    // The SDK's logger also installs a panic hook that logs the panic text before the VM traps.
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::<Plugin>::default());
+}}
+
+/// One plugin: its configuration, once one was accepted.
+#[derive(Default)]
+struct Plugin {
+    config: Option<Rc<Config>>,
 }
 
-/// Always lets the request continue: the filter only rewrites headers.
-#[no_mangle]
-pub extern "C" fn proxy_on_request_headers(context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
-    const CONTINUE: u32 = 0;
-    match CONTEXTS.with(|contexts| contexts.borrow_mut().for_request(context_id)) {
-        RequestConfig::Known(Some(config)) => route_request(&config),
-        RequestConfig::Known(None) => {}
-        RequestConfig::Ambiguous(configs) => {
-            // Which plugin this request belongs to is lost: route nothing, but never let the
-            // client choose a variant through any plugin's decision header.
-            log::warn!("stream {context_id} of an unknown plugin: its decision headers are removed, nothing else");
-            for config in configs {
-                remove_request_header(&config.decision_header);
+impl Context for Plugin {}
+
+impl RootContext for Plugin {
+    /// Returning false makes Envoy reject the configuration; the plugin's previous one, if any,
+    /// keeps serving.
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let json = self.get_plugin_configuration().unwrap_or_default();
+        match Config::from_json(&json) {
+            Ok(config) => {
+                log::info!("configured {} route(s)", config.routes.len());
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(error) => {
+                log::error!("invalid configuration: {error}");
+                false
             }
         }
     }
-    CONTINUE
-}
 
-/// Envoy selects the route again after this module changes a request header: it does so for
-/// every module on ABI 0.2.1 (the explicit `clear_route_cache` call is only needed from ABI 0.2.2
-/// on). The end-to-end tests run a filter that resolves the route first, and fail if that ever
-/// stops being true.
-fn route_request(config: &Config) {
-    // One copy of the whole header map serves every header the request is routed on. Most of a
-    // read's price is the host entering the VM to allocate the copy, not its size, so one read
-    // of everything costs about what one single header does.
-    let Some(headers) = host::request_header_pairs() else {
-        // Nothing to decide on; still make sure the client cannot choose a variant itself.
-        remove_request_header(&config.decision_header);
-        return;
-    };
-    let request = HostRequest { headers: &headers };
-    let authority = request.first(":authority");
-    let Some(route) = authority.and_then(|a| config.route_for_authority(a)) else {
-        // Not a split host: only make sure the client cannot choose a variant itself.
-        if request.first(&config.decision_header).is_some() {
-            remove_request_header(&config.decision_header);
-        }
-        return;
-    };
-    let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
-    if !set_request_header(&config.decision_header, decision.variant.as_str().as_bytes()) {
-        // Whatever the client sent there must not stand in for the decision.
-        remove_request_header(&config.decision_header);
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream {
+            config: self.config.clone(),
+        }))
     }
-    if let Some(target_host) = &route.target(decision.variant).host {
-        if let Some(original) = authority {
-            set_request_header(FORWARDED_HOST_HEADER, original);
-        }
-        set_request_header(":authority", target_host.as_bytes());
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
     }
 }
 
-/// The request as the decision sees it: its serialized header map, and the host for the rest.
-struct HostRequest<'h> {
-    headers: &'h [u8],
+/// One request, with its plugin's configuration (none if the plugin has no valid one).
+struct Stream {
+    config: Option<Rc<Config>>,
 }
 
-impl<'h> HostRequest<'h> {
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    /// Always lets the request continue: the filter only rewrites headers.
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(config) = &self.config {
+            self.route_request(config);
+        }
+        Action::Continue
+    }
+}
+
+impl Stream {
+    /// Envoy selects the route again after this module changes a request header: it does so for
+    /// every module on ABI 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is
+    /// only needed from ABI 0.2.2 on). The end-to-end tests run a filter that resolves the route
+    /// first, and fail if that ever stops being true.
+    fn route_request(&self, config: &Config) {
+        // One copy of the whole header map serves every header the request is routed on. Most of
+        // a read's price is the host entering the VM to allocate the copy, not its size, so one
+        // read of everything costs about what one single header does. The SDK decodes header
+        // names as UTF-8 and panics otherwise: Envoy's codecs refuse any name that is not an
+        // HTTP token before a filter runs (tests/e2e/test_header_names.py proves it).
+        let headers = self.get_http_request_headers_bytes();
+        let request = Request { headers: &headers };
+        let authority = request.first(":authority");
+        let Some(route) = authority.and_then(|a| config.route_for_authority(a)) else {
+            // Not a split host: only make sure the client cannot choose a variant itself.
+            if request.first(&config.decision_header).is_some() {
+                self.remove_http_request_header(&config.decision_header);
+            }
+            return;
+        };
+        let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
+        self.set_http_request_header_bytes(&config.decision_header, Some(decision.variant.as_str().as_bytes()));
+        if let Some(target_host) = &route.target(decision.variant).host {
+            if let Some(original) = authority {
+                self.set_http_request_header_bytes(FORWARDED_HOST_HEADER, Some(original));
+            }
+            self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
+        }
+    }
+}
+
+/// The request as the decision sees it: its header map, and the host for the rest.
+struct Request<'h> {
+    headers: &'h [(String, Vec<u8>)],
+}
+
+impl<'h> Request<'h> {
     /// The first value of a header, as the host's single-value getter would return it.
     fn first(&self, name: &str) -> Option<&'h [u8]> {
-        header_map::values(self.headers, name.as_bytes()).next()
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_slice())
     }
 }
 
-impl RequestView for HostRequest<'_> {
+impl RequestView for Request<'_> {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         self.first(name).map(<[u8]>::to_vec)
     }
 
     fn cookies(&self) -> Option<Vec<u8>> {
         // Every Cookie header, joined as HTTP/2 crumbs are: a client may send several.
-        let mut values = header_map::values(self.headers, b"cookie");
-        let mut joined = values.next()?.to_vec();
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, value)| value);
+        let mut joined = values.next()?.clone();
         for value in values {
             joined.extend_from_slice(b"; ");
             joined.extend_from_slice(value);
@@ -122,21 +143,9 @@ impl RequestView for HostRequest<'_> {
     }
 
     fn client_address(&self) -> Option<Vec<u8>> {
-        host::property(b"source\0address")
-    }
-}
-
-/// Returns whether the header was set.
-fn set_request_header(name: &str, value: &[u8]) -> bool {
-    let result = host::set_request_header(name, value);
-    if let Err(failed) = result {
-        log::warn!("cannot set request header {name}: host status {}", failed.0);
-    }
-    result.is_ok()
-}
-
-fn remove_request_header(name: &str) {
-    if let Err(failed) = host::remove_request_header(name) {
-        log::warn!("cannot remove request header {name}: host status {}", failed.0);
+        // The hostcall, not the `Context` method, which unwraps a failed serialization.
+        proxy_wasm::hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
     }
 }

@@ -192,6 +192,12 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
     }
 
 
+def wasm_failures(log: str) -> list[str]:
+    """Lines of an Envoy log that tell of a panic or trap in the Wasm VM."""
+    return [line for line in log.splitlines()
+            if "panicked" in line or "Function: proxy_on" in line or "wasm trap" in line.lower()]
+
+
 def stop_process(process: subprocess.Popen | None):
     """Terminates a child process, and kills it if it has not exited after ten seconds."""
     if process and process.poll() is None:

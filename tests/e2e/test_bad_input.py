@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness import DECISION_HEADER, Envoy, bootstrap, catch_all_route
+from harness import DECISION_HEADER, Envoy, bootstrap, catch_all_route, wasm_failures
 from sticky_hash import is_canary
 
 PUBLIC = "shop.example.com"
@@ -15,11 +15,6 @@ ROUTE = {
             {"cookie": "canary", "value": "never", "to": "primary"}],
     "sticky": {"header": "x-user-id"},
 }
-
-
-def wasm_failures(log: str) -> list[str]:
-    return [line for line in log.splitlines()
-            if "panicked" in line or "Function: proxy_on" in line or "wasm trap" in line.lower()]
 
 
 def test_non_utf8_header_values_are_routed_and_the_worker_survives(gateway):
