@@ -62,10 +62,10 @@ image: build $(VENV)/.installed
 setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER) system-tools
 
 # Debian packages the tests and benchmarks use (root, as on the project's machines).
-SYSTEM_TOOLS := skopeo wrk h2load
+SYSTEM_TOOLS := skopeo wrk h2load openssl
 system-tools:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
-	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq skopeo wrk nghttp2-client; fi
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq skopeo wrk nghttp2-client openssl; fi
 
 rust-targets:
 	@rustup target list --installed | grep -qx wasm32-wasip1 && \
