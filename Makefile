@@ -62,12 +62,13 @@ image: build $(VENV)/.installed
 setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER) system-tools
 
 # Debian packages the tests and benchmarks use (root, as on the project's machines); promtool, which
-# runs the alerts' unit tests, comes with prometheus (its recommended node exporter is not needed).
-SYSTEM_TOOLS := skopeo wrk h2load promtool
+# runs the alerts' unit tests, comes with prometheus (its recommended node exporter is not needed);
+# openssl makes the benchmark gateway's throwaway TLS certificate.
+SYSTEM_TOOLS := skopeo wrk h2load promtool openssl
 system-tools:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
-		apt-get install -y -qq --no-install-recommends skopeo wrk nghttp2-client prometheus; fi
+		apt-get install -y -qq --no-install-recommends skopeo wrk nghttp2-client prometheus openssl; fi
 
 rust-targets:
 	@rustup target list --installed | grep -qx wasm32-wasip1 && \

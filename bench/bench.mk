@@ -1,12 +1,13 @@
-# Benchmarks (issue 5). Included from the Makefile, which defines PYTHON, MODULE, `build` and
-# `$(VENV)/.installed` (the venv with Envoy from PyPI) and `system-tools` (wrk and h2load from
-# apt); the chart library comes from bench/requirements.txt.
+# Benchmarks (issues 5 and 9). Included from the Makefile, which defines PYTHON, MODULE, `build` and
+# `$(VENV)/.installed` (the venv with Envoy from PyPI) and `system-tools` (wrk, h2load and openssl
+# from apt); the chart library comes from bench/requirements.txt.
 
 BENCH_RUN = $(PYTHON) bench/run.py --envoy $(dir $(PYTHON))envoy --module $(MODULE)
 
-.PHONY: bench bench-smoke bench-profile
+.PHONY: bench bench-smoke
 
-## bench: the full suite (about 6 minutes on 2 cores); writes bench/results/latest.{md,png,json}
+## bench: the full suite, a realistic and a bare gateway with probes (under 10 minutes on 2 cores);
+## writes bench/results/latest.{md,png,json}
 bench: build $(VENV)/.installed system-tools
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BENCH_RUN)
@@ -14,7 +15,3 @@ bench: build $(VENV)/.installed system-tools
 ## bench-smoke: every configuration for a second; fails if one errs or makes no decisions
 bench-smoke: build $(VENV)/.installed system-tools
 	$(BENCH_RUN) --smoke
-
-## bench-profile: where a request's cost goes (probe modules); writes bench/results/profile.md
-bench-profile: build $(VENV)/.installed system-tools
-	$(BENCH_RUN) --profile

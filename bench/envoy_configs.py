@@ -1,8 +1,12 @@
 """Envoy bootstraps for the benchmark: the upstream (a separate Envoy answering with
-`direct_response`) and one gateway per configuration compared.
+`direct_response`) and one gateway per configuration compared, in two shapes:
 
-Every gateway has the same listener, a CORS filter ahead of the one under test (as in an Istio
-gateway, so the route is resolved before the decision and must be selected again) and the router.
+- bare: plain-text listener, only the split host's routes, a CORS filter ahead of the one under
+  test (as in an Istio gateway, so the route is resolved before the decision and must be
+  selected again) and the router;
+- realistic: shaped like an Istio ingress gateway: TLS termination (ALPN h2 and HTTP/1.1), request
+  ids, an access log to a file, CORS and fault filters ahead of the one under test, Istio's
+  route defaults (retry policy, no timeout), and a few hundred other virtual hosts.
 """
 
 from __future__ import annotations
@@ -23,21 +27,23 @@ def _address(port: int) -> dict:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
 
-def _listener(virtual_hosts: list[dict], http_filters: list[dict], stat_prefix: str) -> dict:
-    return {
-        "name": stat_prefix,
-        "address": _address(0),
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": stat_prefix,
-                "route_config": {"name": stat_prefix, "virtual_hosts": virtual_hosts},
-                "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            },
-        }]}],
-    }
+def _listener(virtual_hosts: list[dict], http_filters: list[dict], stat_prefix: str,
+              connection_manager: dict | None = None, transport_socket: dict | None = None) -> dict:
+    """`connection_manager`: more HttpConnectionManager fields; `transport_socket`: TLS."""
+    chain: dict = {"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": {"name": stat_prefix, "virtual_hosts": virtual_hosts},
+            "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            **(connection_manager or {}),
+        },
+    }]}
+    if transport_socket:
+        chain["transport_socket"] = transport_socket
+    return {"name": stat_prefix, "address": _address(0), "filter_chains": [chain]}
 
 
 def _bootstrap(listener: dict, clusters: list[dict]) -> dict:
@@ -55,9 +61,13 @@ def upstream() -> dict:
         "response_headers_to_add": [
             {"header": {"key": "x-seen-decision", "value": f"%REQ({DECISION_HEADER})%"}},
             {"header": {"key": "x-seen-authority", "value": "%REQ(:authority)%"}},
+            {"header": {"key": "x-seen-request-id", "value": "%REQ(x-request-id)%"}},
         ],
     }
-    return _bootstrap(_listener([{"name": "all", "domains": ["*"], "routes": [route]}], [], "upstream"), [])
+    # It must not make up request ids itself: the realistic gateway's are checked.
+    listener = _listener([{"name": "all", "domains": ["*"], "routes": [route]}], [], "upstream",
+                         {"generate_request_id": False})
+    return _bootstrap(listener, [])
 
 
 def _vhost(host: str, routes: list[dict]) -> dict:
@@ -86,6 +96,9 @@ SPLIT_ROUTES = [
 
 CORS = {"name": "envoy.filters.http.cors", "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}
+# Without faults of its own, as Istio renders it: VirtualServices add them per route.
+FAULT = {"name": "envoy.filters.http.fault", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}}
 
 
 def lua_filter() -> dict:
@@ -132,12 +145,89 @@ def filter_config(authority_mode: bool, sticky: bool, extra_routes: int = 0) -> 
     return json.dumps({"decision_header": DECISION_HEADER, "routes": routes})
 
 
-def gateway(virtual_hosts: list[dict], filters: list[dict], upstream_port: int, cors_ahead: bool = True) -> dict:
-    """`cors_ahead=False` leaves out the CORS filter, to show what it changes (nothing: Envoy
-    resolves the route before the first filter anyway)."""
+def _clusters(upstream_port: int) -> list[dict]:
     def cluster(name: str) -> dict:
         return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
             "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(upstream_port)}}]}]}}
 
-    http_filters = ([CORS] if cors_ahead else []) + filters
-    return _bootstrap(_listener(virtual_hosts, http_filters, "gateway"), [cluster("primary"), cluster("canary")])
+    return [cluster("primary"), cluster("canary")]
+
+
+def gateway(virtual_hosts: list[dict], filters: list[dict], upstream_port: int) -> dict:
+    """The bare gateway: only what the comparison needs."""
+    return _bootstrap(_listener(virtual_hosts, [CORS] + filters, "gateway"), _clusters(upstream_port))
+
+
+# ---------------------------------------------------------------------------------------------
+# The realistic gateway
+
+OTHER_HOSTS = 300
+# The fields of an Istio gateway's default access log line.
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    '%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER% '
+    '%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% '
+    '%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n'
+)
+
+
+def _as_istio_renders(route: dict) -> dict:
+    """A route with the defaults Istio gives every HTTP route: no timeout, two retries."""
+    action = route["route"]
+    return {**route, "route": {
+        **action,
+        "timeout": "0s",
+        "retry_policy": {
+            "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+            "num_retries": 2,
+            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+            "host_selection_retry_max_attempts": "5",
+            "retriable_status_codes": [503],
+        },
+        "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"},
+    }}
+
+
+def _other_virtual_hosts() -> list[dict]:
+    """Other services on the same gateway, a few routes each (they go to the primary cluster:
+    only their number and shape matter here)."""
+    def routes() -> list[dict]:
+        return [{"match": {"prefix": prefix}, "route": {"cluster": "primary"}} for prefix in ("/api/", "/static/", "/")]
+
+    return [_vhost(f"app-{i}.example.com", routes()) for i in range(OTHER_HOSTS)]
+
+
+def realistic_gateway(split_virtual_hosts: list[dict], filters: list[dict], upstream_port: int,
+                      certificate: pathlib.Path, private_key: pathlib.Path, access_log: pathlib.Path) -> dict:
+    """`split_virtual_hosts`: the split host's virtual hosts (one of the route tables above),
+    placed among the other hosts; `filters` run after CORS and fault."""
+    others = _other_virtual_hosts()
+    middle = len(others) // 2
+    virtual_hosts = [{**host, "routes": [_as_istio_renders(r) for r in host["routes"]]}
+                     for host in others[:middle] + split_virtual_hosts + others[middle:]]
+    connection_manager = {
+        "generate_request_id": True,
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "server_name": "istio-envoy",
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
+        "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(access_log),
+            "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+        }}],
+    }
+    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_certificates": [{"certificate_chain": {"filename": str(certificate)},
+                                  "private_key": {"filename": str(private_key)}}],
+        },
+    }}
+    listener = _listener(virtual_hosts, [CORS, FAULT] + filters, "gateway", connection_manager, tls)
+    return _bootstrap(listener, _clusters(upstream_port))

@@ -1,6 +1,6 @@
-//! The proxy-wasm Rust SDK's smallest HTTP filter. The SDK exports every stream callback, so
-//! Envoy enters the VM for each of them on every stream; set next to `noop-filter`, which exports
-//! only what canary-split does, it prices those entries (the README says why that matters).
+//! The proxy-wasm Rust SDK's smallest HTTP filter: what Envoy charges every stream for a Wasm
+//! filter on the SDK, before it does anything (the SDK exports every stream callback, so Envoy
+//! enters the VM for each of them on every stream).
 
 use proxy_wasm::traits::{Context, HttpContext};
 
