@@ -2,7 +2,7 @@
 # `$(VENV)/.installed` (the venv with Envoy from PyPI) and `system-tools` (wrk, h2load and openssl
 # from apt); the chart library comes from bench/requirements.txt.
 
-BENCH_RUN = $(PYTHON) bench/run.py --envoy $(dir $(PYTHON))envoy --module $(MODULE)
+BENCH_RUN = $(PYTHON) bench/run.py --envoy $(dir $(PYTHON))envoy --module $(MODULE) --cargo-module $(CARGO_MODULE)
 
 .PHONY: bench bench-smoke
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODULE = ROOT / "target" / "wasm32-wasip1" / "release" / "canary_split.wasm"
+MODULE = ROOT / "target" / "canary_split.wasm"
 ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy"))
 
 DECISION_HEADER = "x-canary-route"

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Post-link pass on the filter module, with binaryen (Debian's `binaryen`):
+
+1. `wasm-metadce` drops every export Envoy should not call. The proxy-wasm SDK exports all of
+   the ABI's callbacks (response headers, body, trailers, log, done, ...), and Envoy enters the
+   VM for each exported stream callback on every request, whether the filter uses it or not;
+   `make bench` prices those entries beside this module.
+2. `wasm-opt -Oz` shrinks what is left.
+
+Usage: post_link.py CARGO_MODULE OUT_MODULE
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+# What Envoy needs from the module: its memory, the ABI version it was built for, the VM and
+# plugin lifecycle, and the one stream callback the filter acts in. proxy_on_delete stays so the
+# SDK forgets each stream; without proxy_on_done Envoy deletes a stream straight away.
+KEPT_EXPORTS = [
+    "memory",
+    "_initialize",
+    "proxy_abi_version_0_2_1",
+    "proxy_on_memory_allocate",
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_context_create",
+    "proxy_on_request_headers",
+    "proxy_on_delete",
+]
+
+# The Wasm features rustc's wasm32-wasip1 target emits.
+FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-nontrapping-float-to-int",
+            "--enable-mutable-globals"]
+
+
+def main(cargo_module: str, out_module: str) -> None:
+    graph = [{"name": "envoy", "root": True, "reaches": KEPT_EXPORTS}]
+    graph += [{"name": name, "export": name} for name in KEPT_EXPORTS]
+    with tempfile.TemporaryDirectory() as tmp:
+        graph_file = pathlib.Path(tmp) / "graph.json"
+        graph_file.write_text(json.dumps(graph))
+        trimmed = pathlib.Path(tmp) / "trimmed.wasm"
+        # metadce lists what it removed on stdout; only failures matter here.
+        subprocess.run(["wasm-metadce", *FEATURES, "-f", str(graph_file), cargo_module, "-o", str(trimmed)],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["wasm-opt", *FEATURES, "-Oz", str(trimmed), "-o", out_module], check=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])
