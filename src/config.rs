@@ -157,9 +157,14 @@ impl Config {
 
     /// The route for a request's `:authority`, matched case-insensitively with the port ignored.
     pub fn route_for_authority(&self, authority: &[u8]) -> Option<&Route> {
+        self.route_index(authority).and_then(|index| self.routes.get(index))
+    }
+
+    /// Where in `routes` the route for an `:authority` is (see `route_for_authority`).
+    pub fn route_index(&self, authority: &[u8]) -> Option<usize> {
         let mut buffer = [0; MAX_HOST_LEN];
         let host = authority::normalized_host(authority, &mut buffer)?;
-        self.route_by_host.get(host).and_then(|&index| self.routes.get(index))
+        self.route_by_host.get(host).copied()
     }
 }
 

@@ -8,11 +8,13 @@
 
 use std::rc::Rc;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
 use crate::config::{Config, FORWARDED_HOST_HEADER};
 use crate::decision::{decide, RequestView};
+use crate::metrics::{self, Stats};
 use crate::sticky_hash::BUCKETS;
 
 proxy_wasm::main! {{
@@ -21,10 +23,16 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::<Plugin>::default());
 }}
 
-/// One plugin: its configuration, once one was accepted.
+/// One plugin: its configuration and stats, once a configuration was accepted.
 #[derive(Default)]
 struct Plugin {
-    config: Option<Rc<Config>>,
+    configured: Option<Rc<Configured>>,
+}
+
+/// A validated configuration and the stats its requests count in.
+struct Configured {
+    config: Config,
+    stats: Stats<u32>,
 }
 
 impl Context for Plugin {}
@@ -34,22 +42,38 @@ impl RootContext for Plugin {
     /// keeps serving.
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let json = self.get_plugin_configuration().unwrap_or_default();
-        match Config::from_json(&json) {
-            Ok(config) => {
-                log::info!("configured {} route(s)", config.routes.len());
-                self.config = Some(Rc::new(config));
+        let configured = Config::from_json(&json)
+            .map_err(|error| format!("invalid configuration: {error}"))
+            .and_then(|config| {
+                let stats = Stats::define(&config, define_counter, set_gauge)
+                    .map_err(|status| format!("cannot define its stats: host status {status:?}"))?;
+                Ok(Configured { config, stats })
+            });
+        let accepted = match configured {
+            Ok(configured) => {
+                log::info!("configured {} route(s)", configured.config.routes.len());
+                self.configured = Some(Rc::new(configured));
                 true
             }
-            Err(error) => {
-                log::error!("invalid configuration: {error}");
+            Err(problem) => {
+                log::error!("{problem}");
                 false
             }
+        };
+        let outcome = if accepted {
+            metrics::CONFIGS_ACCEPTED
+        } else {
+            metrics::CONFIGS_REFUSED
+        };
+        if let Ok(counter) = define_counter(outcome) {
+            count(counter);
         }
+        accepted
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
-            config: self.config.clone(),
+            configured: self.configured.clone(),
         }))
     }
 
@@ -58,9 +82,22 @@ impl RootContext for Plugin {
     }
 }
 
+fn define_counter(name: &str) -> Result<u32, Status> {
+    hostcalls::define_metric(MetricType::Counter, name)
+}
+
+fn set_gauge(name: &str, value: u64) -> Result<(), Status> {
+    hostcalls::record_metric(hostcalls::define_metric(MetricType::Gauge, name)?, value)
+}
+
+/// Counting never stands in the way of routing: a failed increment is dropped.
+fn count(counter: u32) {
+    let _ = hostcalls::increment_metric(counter, 1);
+}
+
 /// One request, with its plugin's configuration (none if the plugin has no valid one).
 struct Stream {
-    config: Option<Rc<Config>>,
+    configured: Option<Rc<Configured>>,
 }
 
 impl Context for Stream {}
@@ -68,8 +105,8 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     /// Always lets the request continue: the filter only rewrites headers.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(config) = &self.config {
-            self.route_request(config);
+        if let Some(configured) = &self.configured {
+            self.route_request(configured);
         }
         Action::Continue
     }
@@ -80,7 +117,7 @@ impl Stream {
     /// every module on ABI 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is
     /// only needed from ABI 0.2.2 on). The end-to-end tests run a filter that resolves the route
     /// first, and fail if that ever stops being true.
-    fn route_request(&self, config: &Config) {
+    fn route_request(&self, Configured { config, stats }: &Configured) {
         // One copy of the whole header map serves every header the request is routed on. Most of
         // a read's price is the host entering the VM to allocate the copy, not its size, so one
         // read of everything costs about what one single header does. The SDK decodes header
@@ -89,14 +126,24 @@ impl Stream {
         let headers = self.get_http_request_headers_bytes();
         let request = Request { headers: &headers };
         let authority = request.first(":authority");
-        let Some(route) = authority.and_then(|a| config.route_for_authority(a)) else {
+        let spoofed = request.first(&config.decision_header).is_some();
+        let split = authority.and_then(|a| config.route_index(a)).and_then(|index| {
+            let route_stats = stats.routes.get(index)?;
+            Some((config.routes.get(index)?, route_stats))
+        });
+        let Some((route, route_stats)) = split else {
             // Not a split host: only make sure the client cannot choose a variant itself.
-            if request.first(&config.decision_header).is_some() {
+            if spoofed {
                 self.remove_http_request_header(&config.decision_header);
+                count(stats.spoofed_decision_headers_elsewhere);
             }
             return;
         };
+        if spoofed {
+            count(route_stats.spoofed_decision_headers);
+        }
         let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
+        count(route_stats.requests(decision.variant, decision.reason));
         self.set_http_request_header_bytes(&config.decision_header, Some(decision.variant.as_str().as_bytes()));
         if let Some(target_host) = &route.target(decision.variant).host {
             if let Some(original) = authority {

@@ -9,6 +9,7 @@ pub mod authority;
 pub mod config;
 pub mod cookie;
 pub mod decision;
+pub mod metrics;
 pub mod sticky_hash;
 
 #[cfg(test)]

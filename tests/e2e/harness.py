@@ -25,6 +25,9 @@ MODULE = ROOT / "target" / "canary_split.wasm"
 ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy"))
 
 DECISION_HEADER = "x-canary-route"
+# The filter's stats carry these labels encoded in their names (src/metrics.rs); Envoy extracts
+# them with these regexes, as Istio does for the gateway's `extraStatTags`.
+STATS_TAGS = ("host", "release", "reason")
 
 
 class EchoUpstream:
@@ -165,6 +168,7 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
         wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
     return {
         "node": {"id": "gateway", "cluster": "canary-split-tests"},  # dynamic config needs a node
+        "stats_config": {"stats_tags": [{"tag_name": tag, "regex": f"({tag}=\\.=(.*?);\\.;)"} for tag in STATS_TAGS]},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [{
@@ -277,6 +281,10 @@ class Envoy:
             if address.get("port_value"):
                 return int(address["port_value"])
         return 0
+
+    def admin_address(self) -> str:
+        """`127.0.0.1:PORT` of the admin interface (stats, Prometheus's scrape target)."""
+        return self.admin_address_path.read_text().strip()
 
     def log(self) -> str:
         try:

@@ -8,13 +8,14 @@
 //! DECISION_HEADER                ... and set DECISION_HEADER: primary (header mode)
 //! DECISION_HEADER TARGET_HOST    ... and set x-forwarded-host to the request's :authority and
 //!                                :authority to TARGET_HOST (authority mode)
+//! count ...                      ... and count the request in a stat, as canary-split does
 //! ```
 
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Probe { calls: Rc::default() }) });
@@ -24,6 +25,7 @@ proxy_wasm::main! {{
 struct HostCalls {
     decision_header: Option<String>,
     target_host: Option<String>,
+    counter: Option<u32>,
 }
 
 struct Probe {
@@ -35,22 +37,32 @@ impl Context for Probe {}
 impl RootContext for Probe {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let config = self.get_plugin_configuration().unwrap_or_default();
-        let words: Vec<String> = String::from_utf8_lossy(&config)
+        let mut words: Vec<String> = String::from_utf8_lossy(&config)
             .split_whitespace()
             .map(str::to_owned)
             .collect();
+        let counter = if words.first().is_some_and(|word| word == "count") {
+            words.remove(0);
+            match hostcalls::define_metric(MetricType::Counter, "sdk_host_calls_probe_requests_total") {
+                Ok(counter) => Some(counter),
+                Err(_) => return false,
+            }
+        } else {
+            None
+        };
         let (decision_header, target_host) = match words.as_slice() {
             [] => (None, None),
             [decision_header] => (Some(decision_header.clone()), None),
             [decision_header, target_host] => (Some(decision_header.clone()), Some(target_host.clone())),
             _ => {
-                let _ = hostcalls::log(LogLevel::Error, "sdk-host-calls-filter: expected at most two words");
+                let _ = hostcalls::log(LogLevel::Error, "sdk-host-calls-filter: expected at most two words after an optional \"count\"");
                 return false;
             }
         };
         self.calls = Rc::new(HostCalls {
             decision_header,
             target_host,
+            counter,
         });
         true
     }
@@ -75,6 +87,9 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let headers = self.get_http_request_headers_bytes();
+        if let Some(counter) = self.calls.counter {
+            let _ = hostcalls::increment_metric(counter, 1);
+        }
         if let Some(decision_header) = &self.calls.decision_header {
             self.set_http_request_header_bytes(decision_header, Some(b"primary"));
         }

@@ -1,0 +1,195 @@
+//! The filter's Envoy stats: their names, with the labels Prometheus shows encoded in them.
+//!
+//! The proxy-wasm ABI has no tags, so labels go into the stat name as Istio's own stats do:
+//! `host=.=shop.example.com;.;release=.=canary;.;reason=.=sticky;.;canary_split_requests_total`.
+//! Envoy turns each `<tag>=.=<value>;.;` segment into a label through a `stats_tags` regex
+//! `(<tag>=\.=(.*?);\.;)` (Istio: `extraStatTags`), and what is left is the metric's name.
+//! Everything here is prepared when a configuration is loaded; a request only counts.
+
+use crate::config::{Config, Variant};
+use crate::decision::Reason;
+
+/// Requests decided, by split host, release and reason.
+pub const REQUESTS: &str = "canary_split_requests_total";
+/// The configured canary weight of each split host, in basis points.
+pub const CANARY_WEIGHT: &str = "canary_split_canary_weight_basis_points";
+/// Decision headers sent by clients and replaced or removed, by split host (`*`: any other host).
+pub const SPOOFED_DECISION_HEADERS: &str = "canary_split_spoofed_decision_headers_total";
+/// Configurations each VM accepted or refused (Envoy loads a configuration in every VM: the
+/// main thread's and each worker's).
+pub const CONFIGS_ACCEPTED: &str = "canary_split_configs_accepted_total";
+pub const CONFIGS_REFUSED: &str = "canary_split_configs_refused_total";
+
+/// The `host` label of requests to hosts that are not split; never a valid route host.
+pub const OTHER_HOSTS: &str = "*";
+
+/// A stat's full name: its labels as tag segments, then its name.
+pub fn stat_name(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut full = String::new();
+    for (tag, value) in labels {
+        full.push_str(tag);
+        full.push_str("=.=");
+        full.push_str(value);
+        full.push_str(";.;");
+    }
+    full.push_str(name);
+    full
+}
+
+/// The stats of one split host, as the ids the host gave them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RouteStats<Id> {
+    primary: ByReason<Id>,
+    canary: ByReason<Id>,
+    pub spoofed_decision_headers: Id,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ByReason<Id> {
+    pin: Id,
+    sticky: Id,
+    random: Id,
+}
+
+impl<Id: Copy> RouteStats<Id> {
+    /// The counter of requests decided for `release` because of `reason`.
+    pub fn requests(&self, release: Variant, reason: Reason) -> Id {
+        let by_reason = match release {
+            Variant::Primary => &self.primary,
+            Variant::Canary => &self.canary,
+        };
+        match reason {
+            Reason::Pinned { .. } => by_reason.pin,
+            Reason::Sticky { .. } => by_reason.sticky,
+            Reason::Random { .. } => by_reason.random,
+        }
+    }
+}
+
+/// The filter's stats for one configuration.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stats<Id> {
+    /// In the order of `Config::routes`.
+    pub routes: Vec<RouteStats<Id>>,
+    pub spoofed_decision_headers_elsewhere: Id,
+}
+
+impl<Id: Copy> Stats<Id> {
+    /// Defines the stats of every split host through `define_counter`, and records each one's
+    /// configured weight through `set_gauge`.
+    pub fn define<E>(
+        config: &Config,
+        mut define_counter: impl FnMut(&str) -> Result<Id, E>,
+        mut set_gauge: impl FnMut(&str, u64) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let host = route.host.as_str();
+            let mut by_reason = |release: Variant| -> Result<ByReason<Id>, E> {
+                let mut counter = |reason: &str| {
+                    let labels = [("host", host), ("release", release.as_str()), ("reason", reason)];
+                    define_counter(&stat_name(REQUESTS, &labels))
+                };
+                Ok(ByReason {
+                    pin: counter("pin")?,
+                    sticky: counter("sticky")?,
+                    random: counter("random")?,
+                })
+            };
+            let (primary, canary) = (by_reason(Variant::Primary)?, by_reason(Variant::Canary)?);
+            set_gauge(
+                &stat_name(CANARY_WEIGHT, &[("host", host)]),
+                u64::from(route.canary_basis_points),
+            )?;
+            let spoofed_decision_headers = define_counter(&stat_name(SPOOFED_DECISION_HEADERS, &[("host", host)]))?;
+            routes.push(RouteStats {
+                primary,
+                canary,
+                spoofed_decision_headers,
+            });
+        }
+        let elsewhere = stat_name(SPOOFED_DECISION_HEADERS, &[("host", OTHER_HOSTS)]);
+        Ok(Stats {
+            routes,
+            spoofed_decision_headers_elsewhere: define_counter(&elsewhere)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn labels_are_tag_segments_ahead_of_the_name() {
+        assert_eq!(
+            stat_name(
+                REQUESTS,
+                &[("host", "a.example.com"), ("release", "canary"), ("reason", "pin")]
+            ),
+            "host=.=a.example.com;.;release=.=canary;.;reason=.=pin;.;canary_split_requests_total"
+        );
+        assert_eq!(stat_name(CONFIGS_ACCEPTED, &[]), CONFIGS_ACCEPTED);
+    }
+
+    #[test]
+    fn every_host_release_and_reason_has_its_own_counter_and_a_weight() {
+        let config = Config::from_json(
+            br#"{"routes": [{"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 12.5},
+                            {"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 100}]}"#,
+        )
+        .expect("valid");
+        let mut counters: HashMap<String, usize> = HashMap::new();
+        let mut gauges = Vec::new();
+        let stats = Stats::define::<()>(
+            &config,
+            |name| {
+                let next = counters.len();
+                Ok(*counters.entry(name.to_owned()).or_insert(next))
+            },
+            |name, value| {
+                gauges.push((name.to_owned(), value));
+                Ok(())
+            },
+        )
+        .expect("defined");
+        // 2 hosts x (2 releases x 3 reasons + spoofs), plus spoofs elsewhere: all distinct.
+        assert_eq!(counters.len(), 15);
+        let id = |host: &str, release: &str, reason: &str| {
+            counters[&stat_name(REQUESTS, &[("host", host), ("release", release), ("reason", reason)])]
+        };
+        let b = &stats.routes[1];
+        assert_eq!(
+            b.requests(Variant::Canary, Reason::Sticky { bucket: 1 }),
+            id("b.example.com", "canary", "sticky")
+        );
+        assert_eq!(
+            b.requests(Variant::Primary, Reason::Pinned { rule: 0 }),
+            id("b.example.com", "primary", "pin")
+        );
+        assert_eq!(
+            b.requests(Variant::Primary, Reason::Random { bucket: 1 }),
+            id("b.example.com", "primary", "random")
+        );
+        assert_eq!(
+            stats.spoofed_decision_headers_elsewhere,
+            counters[&stat_name(SPOOFED_DECISION_HEADERS, &[("host", OTHER_HOSTS)])]
+        );
+        assert_eq!(
+            gauges,
+            vec![
+                (stat_name(CANARY_WEIGHT, &[("host", "a.example.com")]), 1250),
+                (stat_name(CANARY_WEIGHT, &[("host", "b.example.com")]), 10_000)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failure_to_define_stops_the_definition() {
+        let config = Config::from_json(br#"{"routes": []}"#).expect("valid");
+        assert_eq!(Stats::<u32>::define(&config, |_| Err("no"), |_, _| Ok(())), Err("no"));
+    }
+}
