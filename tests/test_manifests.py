@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 import crd_schemas
 
@@ -230,3 +231,18 @@ def test_kustomization_lists_every_manifest():
     kustomization = (ISTIO_DIR / "Kustomization").read_text()
     for path in ISTIO_DIR.glob("*.yaml"):
         assert f"- {path.name}" in kustomization
+
+
+def test_the_gateway_patch_exposes_the_filters_stats_with_their_labels():
+    """The proxy settings shipped for the gateway keep the filter's stats and extract the same
+    labels the tests' Envoy does, from every stat name the filter defines."""
+    from harness import STATS_TAGS
+
+    patch = yaml.safe_load((ISTIO_DIR / "patches" / "ingressgateway-stats.yaml").read_text())
+    proxy_config = yaml.safe_load(patch["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
+    assert tuple(proxy_config["extraStatTags"]) == STATS_TAGS
+    (inclusion,) = proxy_config["proxyStatsMatcher"]["inclusionRegexps"]
+    # Envoy matches the whole stat name, tags included, behind its custom-stat namespace.
+    stat = "wasmcustom.host=.=a.example.com;.;release=.=canary;.;reason=.=pin;.;canary_split_requests_total"
+    assert re.fullmatch(inclusion, stat)
+    assert not re.fullmatch(inclusion, "cluster.outbound|80||a.example.com.upstream_rq_total")
