@@ -133,6 +133,8 @@ impl Queries {
 
 /// The two releases' queries.
 pub struct Releases {
+    /// The label that tells them apart.
+    pub label: &'static str,
     pub primary_name: String,
     pub canary_name: String,
     pub primary: Queries,
@@ -148,6 +150,7 @@ impl Releases {
             return Err("--selector: give label matchers without braces, e.g. 'job=\"gateway\"'".to_owned());
         }
         Ok(Releases {
+            label: preset.release_label(),
             primary_name: primary.to_owned(),
             canary_name: canary.to_owned(),
             primary: Queries::new(preset, selector, primary),

@@ -183,7 +183,7 @@ type Observe<'a> = dyn FnMut(Duration) -> Result<Figures, String> + 'a;
 pub fn run(plan: &Plan, writer: &Writer, observe: &mut Observe) -> Result<String, String> {
     let started = Instant::now();
     let say = |message: &str| {
-        println!("[{:>5.0?}] {message}", Duration::from_secs(started.elapsed().as_secs()));
+        println!("[{:>4}s] {message}", started.elapsed().as_secs());
         let _ = std::io::stdout().flush();
     };
     let total = plan.steps.len();

@@ -10,7 +10,7 @@ use canary_split::config::Route;
 
 use crate::config_file::{read_one_config, routes_for};
 use crate::flags::Flags;
-use crate::judge::{judge, milliseconds, percent, Criteria, ReleaseFigures, Verdict};
+use crate::judge::{judge, milliseconds, percent, Criteria, Verdict};
 use crate::preset::{Preset, Releases};
 use crate::prometheus::{quoted, range, Alert, Prometheus};
 use crate::weight::Weight;
@@ -109,7 +109,7 @@ fn line(out: &mut String, label: &str, value: &str) {
     if value.is_empty() {
         let _ = writeln!(out, "{label}");
     } else {
-        let _ = writeln!(out, "{label:<22}{value}");
+        let _ = writeln!(out, "{label:<25}{value}");
     }
 }
 
@@ -194,26 +194,24 @@ fn release_figures(
         "no requests".to_owned()
     };
     line(out, "  observed canary share", &share);
-    let row = |name: &str, figures: &ReleaseFigures| {
-        format!(
-            "{:<8} {:>10.0} {:>8.0} {:>12} {:>10}   {name}",
-            "",
+    let _ = writeln!(
+        out,
+        "  {:<9}{:>9}{:>8}{:>13}{:>11}  {}",
+        "release", "requests", "5xx", "error ratio", "p95", releases.label
+    );
+    for (release, figures, name) in [
+        ("primary", &figures.primary, &releases.primary_name),
+        ("canary", &figures.canary, &releases.canary_name),
+    ] {
+        let p95 = figures.p95_ms.map_or_else(|| "-".to_owned(), milliseconds);
+        let _ = writeln!(
+            out,
+            "  {release:<9}{:>9.0}{:>8.0}{:>13}{p95:>11}  {name}",
             figures.requests,
             figures.errors,
-            percent(figures.error_ratio()),
-            figures.p95_ms.map_or_else(|| "-".to_owned(), milliseconds)
-        )
-    };
-    line(
-        out,
-        "  release",
-        &format!(
-            "{:<8} {:>10} {:>8} {:>12} {:>10}",
-            "", "requests", "5xx", "error ratio", "p95"
-        ),
-    );
-    line(out, "  primary", &row(&releases.primary_name, &figures.primary));
-    line(out, "  canary", &row(&releases.canary_name, &figures.canary));
+            percent(figures.error_ratio())
+        );
+    }
     let verdict = match judge(&figures, criteria, weight) {
         Verdict::Pass { notes } if notes.is_empty() => "pass".to_owned(),
         Verdict::Pass { notes } => format!("pass ({})", notes.join("; ")),
@@ -231,7 +229,11 @@ fn describe_alerts(alerts: &[Alert]) -> String {
     let described: Vec<String> = alerts
         .iter()
         .map(|alert| match &alert.active_at {
-            Some(since) => format!("{} ({} since {since})", alert.name(), alert.state),
+            // To the second: 2026-11-23T18:09:04.49478441Z -> 2026-11-23T18:09:04Z.
+            Some(since) => match since.split_once('.') {
+                Some((seconds, _)) => format!("{} ({} since {seconds}Z)", alert.name(), alert.state),
+                None => format!("{} ({} since {since})", alert.name(), alert.state),
+            },
             None => format!("{} ({})", alert.name(), alert.state),
         })
         .collect();
