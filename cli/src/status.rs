@@ -161,16 +161,19 @@ fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) 
             .or_default()
             .push((label("reason"), sample.value.unwrap_or(0.0)));
     }
-    let order = |reason: &str| {
-        ["pin", "sticky", "random"]
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(3)
+    // Primary before canary, pin before sticky before random: the order the filter decides in.
+    let rank = |name: &str, order: &[&str]| {
+        (
+            order.iter().position(|n| *n == name).unwrap_or(order.len()),
+            name.to_owned(),
+        )
     };
+    let mut by_release: Vec<(String, Vec<(String, f64)>)> = by_release.into_iter().collect();
+    by_release.sort_by_key(|(release, _)| rank(release, &["primary", "canary"]));
     let releases: Vec<String> = by_release
         .into_iter()
         .map(|(release, mut reasons)| {
-            reasons.sort_by_key(|(reason, _)| order(reason));
+            reasons.sort_by_key(|(reason, _)| rank(reason, &["pin", "sticky", "random"]));
             let counts: Vec<String> = reasons.iter().map(|(reason, n)| format!("{reason} {n:.0}")).collect();
             format!("{release}: {}", counts.join(", "))
         })

@@ -313,6 +313,16 @@ fn rollout_and_status_refuse_what_they_cannot_do() {
             ],
             "--preset \"linkerd\": expected istio or envoy",
         ),
+        (
+            &[
+                "status",
+                "--prometheus",
+                "http://127.0.0.1:1",
+                "--config",
+                "istio/wasmplugin.yaml",
+            ],
+            "Prometheus at http://127.0.0.1:1 is unreachable",
+        ),
     ];
     for (args, expected) in cases {
         let output = run(args);

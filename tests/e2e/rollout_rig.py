@@ -98,6 +98,46 @@ class ReleaseUpstream:
         self.server.server_close()
 
 
+class FilterMetricsPage:
+    """The filter's own metrics as issue 10 specifies them, `canary_split_requests_total{host,
+    release, reason}` and `canary_split_canary_weight_basis_points{host}`, for two gateway
+    replicas, until the filter exports them itself: each scrape counts a few more requests, and
+    the weight is the one in the ECDS file."""
+
+    PER_SCRAPE = {("primary", "sticky"): 6, ("primary", "random"): 3, ("canary", "pin"): 1, ("canary", "sticky"): 2}
+
+    def __init__(self, weight):
+        scrapes = [0]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                scrapes[0] += 1
+                lines = ["# TYPE canary_split_requests_total counter"]
+                lines += [f'canary_split_requests_total{{host="{PUBLIC}",release="{release}",reason="{reason}"}} '
+                          f"{count * scrapes[0]}" for (release, reason), count in self.server.page.PER_SCRAPE.items()]
+                lines.append("# TYPE canary_split_canary_weight_basis_points gauge")
+                lines += [f'canary_split_canary_weight_basis_points{{host="{PUBLIC}",pod="gateway-{n}"}} '
+                          f"{round((weight() or 0) * 100)}" for n in (1, 2)]
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain; version=0.0.4")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.page = self
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -250,7 +290,7 @@ class Rig:
     Prometheus takes about five seconds to scrape a new target, hence one rig for many rollouts,
     each judging only its own steps' traffic."""
 
-    def __init__(self):
+    def __init__(self, stand_in_filter_metrics: bool = False):
         self.upstreams = {name: ReleaseUpstream(name) for name in ("primary", "canary", "other")}
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="canary-split-rollout-"))
         self.ecds_path = self.workdir / "canary-split.json"
@@ -259,12 +299,16 @@ class Rig:
         # Histograms reach /stats/prometheus when Envoy merges them: every second, like the scrapes.
         config["stats_flush_interval"] = "1s"
         self.envoy = Envoy(config).start()
+        self.filter_metrics = FilterMetricsPage(lambda: ecds_weight(self.ecds_path)) if stand_in_filter_metrics else None
         self.prometheus = self.new_prometheus(ALERT_RULES)
         self.traffic: Traffic | None = None
 
     def new_prometheus(self, rules: str | None = None) -> Prometheus:
         """A Prometheus scraping this rig's Envoy, once it has scraped it."""
-        prometheus = Prometheus([self.envoy.admin_address_path.read_text().strip()], rules).start()
+        targets = [self.envoy.admin_address_path.read_text().strip()]
+        if self.filter_metrics:
+            targets.append(self.filter_metrics.address)
+        prometheus = Prometheus(targets, rules).start()
         prometheus.wait_for_series('envoy_cluster_upstream_rq_total{envoy_cluster_name="primary"}')
         return prometheus
 
@@ -302,6 +346,8 @@ class Rig:
             self.traffic.stop()
         self.prometheus.stop()
         self.envoy.stop()
+        if self.filter_metrics:
+            self.filter_metrics.close()
         for upstream in self.upstreams.values():
             upstream.close()
         shutil.rmtree(self.workdir, ignore_errors=True)

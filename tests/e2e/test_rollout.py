@@ -5,6 +5,7 @@ reach it; a rollout that cannot be judged (no traffic, Prometheus gone) holds, t
 
 import os
 import pathlib
+import re
 import shutil
 import time
 
@@ -25,7 +26,7 @@ WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "wasmplugin
 def shared_rig():
     if not CLI.exists():
         pytest.fail(f"missing {CLI}: run the tests with `make test`")
-    rig = Rig()
+    rig = Rig(stand_in_filter_metrics=True)
     yield rig
     rig.close()
 
@@ -85,6 +86,10 @@ def test_a_healthy_canary_is_ramped_to_100(rig):
     assert status["configured weight"] == "100 %"
     assert status["observed canary share"].startswith("100.00 % of ")
     assert status["alerts"] == "none"
+    # The filter's own metrics, in the form the issue gives them (from a stand-in page for now).
+    assert status["filter reports"] == "100 % on 2 gateway series"
+    assert re.fullmatch(r"primary: sticky \d+, random \d+; canary: pin \d+, sticky \d+", status["requests by reason"]), (
+        status["requests by reason"])
 
 
 def test_a_canary_that_starts_failing_is_rolled_back_within_its_step(rig):
