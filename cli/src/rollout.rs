@@ -117,9 +117,12 @@ fn plan(flags: &Flags) -> Result<Plan, String> {
     let interval = flags
         .duration("--interval")?
         .ok_or_else(|| "--interval is required".to_owned())?;
-    if interval.is_zero() {
-        return Err("--interval must be more than 0".to_owned());
-    }
+    let positive = |name: &str, value: Option<Duration>, default: Duration| match value {
+        Some(duration) if duration.is_zero() => Err(format!("{name} must be more than 0")),
+        Some(duration) => Ok(duration),
+        None => Ok(default),
+    };
+    let interval = positive("--interval", Some(interval), interval)?;
     let defaults = Criteria::default();
     let percent_flag = |name: &str, default: f64| -> Result<f64, String> {
         Ok(flags.number(name)?.map_or(default, |percent| percent / 100.0))
@@ -127,10 +130,12 @@ fn plan(flags: &Flags) -> Result<Plan, String> {
     Ok(Plan {
         steps,
         interval,
-        window: flags.duration("--window")?.unwrap_or(interval),
-        poll: flags
-            .duration("--poll")?
-            .unwrap_or((interval / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))),
+        window: positive("--window", flags.duration("--window")?, interval)?,
+        poll: positive(
+            "--poll",
+            flags.duration("--poll")?,
+            (interval / 10).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+        )?,
         max_hold: flags.duration("--max-hold")?.unwrap_or(interval),
         criteria: Criteria {
             min_requests: flags.number("--min-requests")?.unwrap_or(defaults.min_requests),
