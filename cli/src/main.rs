@@ -40,10 +40,12 @@ const USAGE: &str = "usage:
                        [--preset istio|envoy] [--selector MATCHERS] [--window DURATION] [--poll DURATION]
                        [--max-hold DURATION] [--min-requests 100] [--max-error-increase 50]
                        [--error-ratio-floor 1] [--max-latency-increase 30] [--latency-floor 0ms]
+                       [--after-write COMMAND]
       Sets canary_weight to each step, waits --interval, judges the canary against primary and
       advances; rolls back to 0 and exits non-zero when it fails, or when Prometheus cannot judge
       it within --max-hold. Writes the one canary_weight line of --config (WasmPlugin YAML or JSON),
-      or an ECDS file; with --kubectl prints the kubectl patch commands, with --run runs them.
+      or an ECDS file, then runs the --after-write shell command (CANARY_WEIGHT is set) to apply
+      it; with --kubectl prints the kubectl patch commands, with --run runs them.
   NAME is the release's destination_service (istio preset) or envoy_cluster_name (envoy preset).";
 
 fn main() -> ExitCode {

@@ -31,6 +31,7 @@ pub const VALUED: &[&str] = &[
     "--error-ratio-floor",
     "--max-latency-increase",
     "--latency-floor",
+    "--after-write",
 ];
 pub const SWITCHES: &[&str] = &["--kubectl", "--run"];
 
@@ -67,7 +68,7 @@ pub fn rollout(args: &[String]) -> Result<String, String> {
     }
     let target = Writer::for_config(config_path, &found.origin, flags.has("--kubectl"), flags.has("--run"))?;
     let json = found.json.as_deref().map_err(String::clone)?;
-    let writer = Writer::new(target, route_index, json)?;
+    let writer = Writer::new(target, route_index, json)?.after_write(flags.get("--after-write"))?;
     let plan = plan(&flags)?;
     let current = Weight::from_basis_points(route.canary_basis_points).unwrap_or(Weight::ZERO);
 

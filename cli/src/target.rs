@@ -26,10 +26,12 @@ pub enum Target {
 
 /// A target and the route whose weight it sets.
 pub struct Writer {
-    pub target: Target,
+    target: Target,
     route: usize,
     /// The route's host as the file spells it, for kubectl's check that the index still names it.
     host: Value,
+    /// A shell command run after each write to a file, to apply it (e.g. commit and push).
+    after_write: Option<String>,
 }
 
 impl Writer {
@@ -39,7 +41,22 @@ impl Writer {
             .pointer(&format!("/routes/{route}/host"))
             .cloned()
             .ok_or_else(|| format!("no routes[{route}].host"))?;
-        Ok(Writer { target, route, host })
+        Ok(Writer {
+            target,
+            route,
+            host,
+            after_write: None,
+        })
+    }
+
+    /// Runs `command` with `sh -c` after each write to a file, with `CANARY_WEIGHT` set to the
+    /// weight written: how a pipeline applies the edited file.
+    pub fn after_write(mut self, command: Option<&str>) -> Result<Writer, String> {
+        if command.is_some() && matches!(self.target, Target::Kubectl { .. }) {
+            return Err("--after-write goes with a file, not --kubectl".to_owned());
+        }
+        self.after_write = command.map(str::to_owned);
+        Ok(self)
     }
 
     /// For the target named by `--config` (and `--kubectl`).
@@ -71,12 +88,24 @@ impl Writer {
 
     /// Sets the weight; says what was done.
     pub fn write(&self, weight: Weight) -> Result<String, String> {
-        match &self.target {
+        let written = match &self.target {
             Target::File { path } => self.write_file(path, weight),
             Target::Ecds { path, resource } => self.write_ecds(path, *resource, weight),
             Target::Kubectl { run: false, .. } => Ok(self.kubectl_command(weight)),
             Target::Kubectl { run: true, .. } => self.run_kubectl(weight),
+        }?;
+        let Some(command) = &self.after_write else {
+            return Ok(written);
+        };
+        let status = Command::new("sh")
+            .args(["-c", command])
+            .env("CANARY_WEIGHT", weight.to_string())
+            .status()
+            .map_err(|e| format!("--after-write: sh: {e}"))?;
+        if !status.success() {
+            return Err(format!("{written}, but --after-write {command:?} failed ({status})"));
         }
+        Ok(format!("{written}, then ran --after-write"))
     }
 
     fn pointer(&self) -> String {

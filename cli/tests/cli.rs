@@ -323,6 +323,17 @@ fn rollout_and_status_refuse_what_they_cannot_do() {
             ],
             "Prometheus at http://127.0.0.1:1 is unreachable",
         ),
+        (
+            &[
+                "rollout",
+                "--config",
+                "istio/wasmplugin.yaml",
+                "--kubectl",
+                "--after-write",
+                "true",
+            ],
+            "--after-write goes with a file, not --kubectl",
+        ),
     ];
     for (args, expected) in cases {
         let output = run(args);

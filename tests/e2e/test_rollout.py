@@ -158,16 +158,19 @@ def test_a_rollout_does_not_start_without_primarys_series(rig):
 
 
 def test_the_gitops_file_changes_by_one_line(rig, tmp_path):
-    """The rollout edits a WasmPlugin YAML (while Envoy's weight is left alone, so both releases
-    keep getting traffic to judge): each step is a one-line diff of the shipped file."""
-    plugin = tmp_path / "wasmplugin.yaml"
+    """The rollout edits a WasmPlugin YAML, and --after-write runs after each edit (where a
+    pipeline would commit or apply it; Envoy's weight is left alone here, so both releases keep
+    traffic to judge): each step is a one-line diff of the shipped file."""
+    plugin, applied = tmp_path / "wasmplugin.yaml", tmp_path / "applied"
     shutil.copy(WASMPLUGIN, plugin)
     rig.start_traffic()
     result = rig.cli("rollout", "--prometheus", rig.prometheus.url, "--config", str(plugin),
                      "--preset", "envoy", "--primary", "primary", "--canary", "canary",
-                     "--steps", "12.5,100", *JUDGING)
+                     "--steps", "12.5,100", *JUDGING,
+                     "--after-write", f'echo "$CANARY_WEIGHT:$(grep "canary_weight:" {plugin})" >> {applied}')
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"step 1/2 at 12.5 %: wrote canary_weight: 12.5 in {plugin}" in result.stdout
+    assert f"step 1/2 at 12.5 %: wrote canary_weight: 12.5 in {plugin}, then ran --after-write" in result.stdout
+    assert applied.read_text().splitlines() == ["12.5:      canary_weight: 12.5", "100:      canary_weight: 100"]
     shipped, rolled = WASMPLUGIN.read_text().splitlines(), plugin.read_text().splitlines()
     assert len(shipped) == len(rolled)
     assert [(a, b) for a, b in zip(shipped, rolled) if a != b] == [
