@@ -157,6 +157,18 @@ def test_a_rollout_does_not_start_without_primarys_series(rig):
     assert ecds_weight(rig.ecds_path) == 0
 
 
+def test_the_istio_presets_queries_are_promql_prometheus_accepts(rig):
+    """No Istio here: its series are absent, but Prometheus parses every query and finds nothing."""
+    result = rig.cli("status", "--prometheus", rig.prometheus.url, "--config", str(rig.ecds_path),
+                     "--preset", "istio", "--primary", "sklearn-primary-predictor.models.svc.cluster.local",
+                     "--canary", "sklearn-canary-predictor.models.svc.cluster.local")
+    assert result.returncode == 0, result.stderr
+    status = fields(result.stdout, PUBLIC)
+    assert status["observed canary share"] == "no requests"
+    assert status["release"].split()[-1] == "destination_service"
+    assert status["canary"].split() == ["0", "0", "0.00", "%", "-", "sklearn-canary-predictor.models.svc.cluster.local"]
+
+
 def test_the_gitops_file_changes_by_one_line(rig, tmp_path):
     """The rollout edits a WasmPlugin YAML, and --after-write runs after each edit (where a
     pipeline would commit or apply it; Envoy's weight is left alone here, so both releases keep
