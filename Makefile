@@ -16,7 +16,7 @@ IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: build binaryen cli demo demo-kserve image test test-rust test-wasm test-python lint setup system-tools rust-targets clean
+.PHONY: build binaryen cli demo demo-kserve demo-rollout image test test-rust test-wasm test-python lint setup system-tools rust-targets clean
 
 ## build: the filter module (post-linked, see scripts/post_link.py), checked against its size budget
 build: rust-targets binaryen
@@ -33,6 +33,11 @@ demo: build $(VENV)/.installed
 ## demo-kserve: the istio/ deployment on two real KServe model servers
 demo-kserve: build $(VENV)/.installed $(VENV)/.kserve-installed
 	$(PYTHON) scripts/demo_kserve.py
+
+## demo-rollout: canary-split rollout against a real Prometheus: a healthy canary ramped to 100 %,
+## a failing one rolled back
+demo-rollout: build cli $(VENV)/.installed system-tools
+	$(PYTHON) scripts/demo_rollout.py
 
 ## test: every test: native core, the core inside a Wasm engine, real Envoy end to end, and a
 ## short run of every benchmark configuration so the suite cannot rot
@@ -54,7 +59,7 @@ test-wasm: rust-targets $(WASM_TEST_RUNNER)
 test-python: build cli $(VENV)/.installed $(VENV)/.kserve-installed system-tools
 	$(PYTHON) -m pytest tests
 
-## cli: the operator tool (check, explain) at target/debug/canary-split
+## cli: the operator tool (check, explain, status, rollout) at target/debug/canary-split
 cli:
 	cargo build -p canary-split-cli
 
@@ -65,9 +70,10 @@ image: build $(VENV)/.installed
 setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER) system-tools
 
 # Debian packages the tests and benchmarks use (root, as on the project's machines); promtool, which
-# runs the alerts' unit tests, comes with prometheus (its recommended node exporter is not needed);
+# runs the alerts' unit tests, comes with prometheus, whose server the end-to-end tests run (its
+# recommended node exporter is not needed);
 # openssl makes the benchmark gateway's throwaway TLS certificate.
-SYSTEM_TOOLS := skopeo wrk h2load promtool openssl
+SYSTEM_TOOLS := skopeo wrk h2load promtool prometheus openssl
 system-tools:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \

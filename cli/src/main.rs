@@ -1,27 +1,60 @@
 //! `canary-split`: the operator's view of the filter, built from the same core.
 //!
-//! check FILE...      validate filter configs (JSON, or the pluginConfig of WasmPlugin YAML)
+//! check FILE...      validate filter configs (JSON, the pluginConfig of WasmPlugin YAML, or ECDS)
 //! explain ...        which variant a request gets, and why
+//! status ...         what Prometheus says about each split host
+//! rollout ...        raise canary_weight step by step, judging each step; roll back on failure
+
+mod config_file;
+mod flags;
+mod judge;
+mod preset;
+mod prometheus;
+mod rollout;
+mod status;
+mod target;
+mod text_edit;
+mod weight;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use canary_split::config::{Config, KeySource, Route, Variant, FORWARDED_HOST_HEADER};
 use canary_split::decision::{decide, Reason, RequestView};
-use serde_json::Value;
+
+use config_file::{read_configs, read_one_config};
 
 const USAGE: &str = "usage:
   canary-split check FILE...
-      Validates each filter config: a JSON file, or a YAML file whose WasmPlugin documents
-      carry the config as spec.pluginConfig. Messages are the filter's own.
+      Validates each filter config: a JSON file, a YAML file whose WasmPlugin documents carry
+      the config as spec.pluginConfig, or an ECDS file. Messages are the filter's own.
   canary-split explain --config FILE --host HOST [--header 'NAME: VALUE']... [--cookie NAME=VALUE]... [--client-ip ADDR]
-      Says which variant such a request gets, and why.";
+      Says which variant such a request gets, and why.
+  canary-split status --prometheus URL --config FILE [--host HOST] [--primary NAME --canary NAME]
+                      [--preset istio|envoy] [--selector MATCHERS] [--window 5m] [--min-requests 100]
+      For each split host: the configured and reported weight, requests by reason, and with the
+      releases' names, the canary's share, each release's errors and p95, the verdict a rollout
+      would give now; and the alerts firing.
+  canary-split rollout --prometheus URL --config FILE [--host HOST] --primary NAME --canary NAME
+                       --steps 10,25,50,100 --interval 5m [--kubectl [--run]]
+                       [--preset istio|envoy] [--selector MATCHERS] [--window DURATION] [--poll DURATION]
+                       [--max-hold DURATION] [--min-requests 100] [--max-error-increase 50]
+                       [--error-ratio-floor 1] [--max-latency-increase 30] [--latency-floor 0ms]
+                       [--after-write COMMAND]
+      Sets canary_weight to each step, waits --interval, judges the canary against primary and
+      advances; rolls back to 0 and exits non-zero when it fails, or when Prometheus cannot judge
+      it within --max-hold. Writes the one canary_weight line of --config (WasmPlugin YAML or JSON),
+      or an ECDS file, then runs the --after-write shell command (CANARY_WEIGHT is set) to apply
+      it; with --kubectl prints the kubectl patch commands, with --run runs them.
+  NAME is the release's destination_service (istio preset) or envoy_cluster_name (envoy preset).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
         Some((command, rest)) if command == "check" && !rest.is_empty() => check(rest),
         Some((command, rest)) if command == "explain" => explain(rest),
+        Some((command, rest)) if command == "status" => status::status(rest).map_err(with_usage),
+        Some((command, rest)) if command == "rollout" => rollout::rollout(rest).map_err(with_usage),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -36,55 +69,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// One filter config found in a file, as the JSON the filter would be given, with a label saying
-/// where it came from.
-struct FoundConfig {
-    label: String,
-    json: Result<Vec<u8>, String>,
-}
-
-impl FoundConfig {
-    /// The filter's own verdict on it, in the filter's words.
-    fn parse(self) -> Result<Config, String> {
-        self.json
-            .and_then(|json| Config::from_json(&json).map_err(|e| e.to_string()))
+/// A mistake on the command line, with the usage after it.
+fn with_usage(message: String) -> String {
+    if message.ends_with("is required") || message.starts_with("unknown argument") {
+        format!("{message}\n{USAGE}")
+    } else {
+        message
     }
-}
-
-fn read_configs(path: &str) -> Result<Vec<FoundConfig>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
-        return Ok(vec![FoundConfig {
-            label: path.to_owned(),
-            json: Ok(bytes),
-        }]);
-    }
-    let text = String::from_utf8(bytes).map_err(|e| format!("{path}: {e}"))?;
-    let mut found = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-        let document: Value = serde::Deserialize::deserialize(document)
-            .map_err(|e| format!("{path}: document {index} is not valid YAML: {e}"))?;
-        if document.get("kind").and_then(Value::as_str) != Some("WasmPlugin") {
-            continue;
-        }
-        let name = document
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        // Istio hands the filter the pluginConfig as JSON.
-        let json = document
-            .pointer("/spec/pluginConfig")
-            .ok_or_else(|| "spec.pluginConfig: missing".to_owned())
-            .and_then(|config| serde_json::to_vec(config).map_err(|e| e.to_string()));
-        found.push(FoundConfig {
-            label: format!("{path}: WasmPlugin {name}"),
-            json,
-        });
-    }
-    if found.is_empty() {
-        return Err(format!("{path}: no WasmPlugin document"));
-    }
-    Ok(found)
 }
 
 fn check(paths: &[String]) -> Result<String, String> {
@@ -92,7 +83,7 @@ fn check(paths: &[String]) -> Result<String, String> {
     let mut failed = false;
     for path in paths {
         for found in read_configs(path)? {
-            let label = found.label.clone();
+            let label = &found.label;
             match found.parse() {
                 Ok(config) => {
                     let _ = writeln!(report, "{label}: ok, {} route(s)", config.routes.len());
@@ -175,18 +166,7 @@ fn explain(args: &[String]) -> Result<String, String> {
         .host
         .clone()
         .ok_or_else(|| format!("--host is required\n{USAGE}"))?;
-    let mut configs = read_configs(&config_path)?;
-    if configs.len() != 1 {
-        return Err(format!(
-            "{config_path}: holds {} configs; explain needs exactly one",
-            configs.len()
-        ));
-    }
-    let found = configs.remove(0);
-    let label = found.label.clone();
-    let config = found
-        .parse()
-        .map_err(|e| format!("{label}: invalid configuration: {e}"))?;
+    let (_, config) = read_one_config(&config_path, "explain")?;
     Ok(explain_request(&config, &host, &request))
 }
 

@@ -151,3 +151,193 @@ fn usage_errors_exit_non_zero() {
         assert!(!stderr(&output).is_empty());
     }
 }
+
+#[test]
+fn check_reads_the_config_of_an_ecds_file() {
+    let config = r#"{"routes": [{"host": "a", "primary": {}, "canary": {}, "canary_weight": 5}]}"#;
+    let ecds = serde_json::json!({"resources": [{
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": "canary-split",
+        "typed_config": {"config": {"configuration": {"value": config}}},
+    }]});
+    let path = temp_file("ecds.json", &ecds.to_string());
+    let output = run(&["check", &path]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("{path}: ECDS resource canary-split: ok, 1 route(s)\n")
+    );
+}
+
+#[test]
+fn rollout_with_kubectl_and_without_run_prints_the_plan() {
+    let output = run(&[
+        "rollout",
+        "--config",
+        "istio/wasmplugin.yaml",
+        "--kubectl",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "5m",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let commands: Vec<&str> = printed.lines().filter(|l| !l.starts_with('#')).collect();
+    let patch = |weight: u32| {
+        format!(
+            r#"kubectl patch wasmplugin canary-split --namespace istio-system --type=json -p '[{{"op":"test","path":"/spec/pluginConfig/routes/0/host","value":"sklearn-predictor-models.example.com"}},{{"op":"replace","path":"/spec/pluginConfig/routes/0/canary_weight","value":{weight}}}]'"#
+        )
+    };
+    assert_eq!(commands, [patch(10), patch(50), patch(100), patch(0)]);
+    assert!(printed.contains("# roll back\n"));
+}
+
+#[test]
+fn rollout_does_not_start_when_prometheus_is_unreachable() {
+    let plugin = temp_file(
+        "unreachable.yaml",
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../istio/wasmplugin.yaml")).expect("reads"),
+    );
+    let before = std::fs::read_to_string(&plugin).expect("reads");
+    let output = run(&[
+        "rollout",
+        "--prometheus",
+        "http://127.0.0.1:1",
+        "--config",
+        &plugin,
+        "--primary",
+        "p",
+        "--canary",
+        "c",
+        "--steps",
+        "10",
+        "--interval",
+        "1s",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("not started: Prometheus at http://127.0.0.1:1 is unreachable"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read_to_string(&plugin).expect("reads"), before);
+}
+
+#[test]
+fn rollout_and_status_refuse_what_they_cannot_do() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "rollout",
+                "--config",
+                "filter-config/example.json",
+                "--steps",
+                "10",
+                "--interval",
+                "1m",
+            ],
+            "filter-config/example.json: pick the route with --host (",
+        ),
+        (
+            &[
+                "rollout",
+                "--config",
+                "istio/wasmplugin.yaml",
+                "--run",
+                "--steps",
+                "10",
+                "--interval",
+                "1m",
+            ],
+            "--run goes with --kubectl",
+        ),
+        (
+            &[
+                "rollout",
+                "--config",
+                "filter-config/example.json",
+                "--kubectl",
+                "--host",
+                "search.example.com",
+            ],
+            "--kubectl needs a WasmPlugin YAML as --config",
+        ),
+        (
+            &[
+                "rollout",
+                "--config",
+                "istio/wasmplugin.yaml",
+                "--kubectl",
+                "--steps",
+                "50,25",
+                "--interval",
+                "1m",
+            ],
+            "--steps: 25 does not go above the step before it",
+        ),
+        (
+            &[
+                "rollout",
+                "--config",
+                "istio/wasmplugin.yaml",
+                "--kubectl",
+                "--steps",
+                "10",
+            ],
+            "--interval is required",
+        ),
+        (
+            &[
+                "status",
+                "--prometheus",
+                "http://127.0.0.1:1",
+                "--config",
+                "filter-config/example.json",
+                "--primary",
+                "p",
+                "--canary",
+                "c",
+            ],
+            "--primary and --canary name one route's releases: add --host",
+        ),
+        (
+            &[
+                "status",
+                "--prometheus",
+                "http://127.0.0.1:1",
+                "--config",
+                "istio/wasmplugin.yaml",
+                "--preset",
+                "linkerd",
+            ],
+            "--preset \"linkerd\": expected istio or envoy",
+        ),
+        (
+            &[
+                "status",
+                "--prometheus",
+                "http://127.0.0.1:1",
+                "--config",
+                "istio/wasmplugin.yaml",
+            ],
+            "Prometheus at http://127.0.0.1:1 is unreachable",
+        ),
+        (
+            &[
+                "rollout",
+                "--config",
+                "istio/wasmplugin.yaml",
+                "--kubectl",
+                "--after-write",
+                "true",
+            ],
+            "--after-write goes with a file, not --kubectl",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&output).starts_with(expected), "{args:?}: {}", stderr(&output));
+    }
+}

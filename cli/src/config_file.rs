@@ -1,0 +1,166 @@
+//! Filter configs found in a file: a JSON filter config, the `pluginConfig` of each WasmPlugin in a
+//! YAML file, or the Wasm filter of each resource in an ECDS file (what Envoy watches when it
+//! reads its filter config from a file, as the tests and the local demo do).
+
+use canary_split::config::{Config, Route};
+use serde_json::Value;
+
+/// Where in its file a config was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The whole file is the filter config.
+    Json,
+    /// `spec.pluginConfig` of a WasmPlugin.
+    WasmPlugin { name: String, namespace: Option<String> },
+    /// The `configuration` string of the Wasm filter in `resources[index]` of an ECDS file.
+    Ecds { resource: usize },
+}
+
+/// One filter config found in a file, as the JSON the filter would be given, with a label saying
+/// where it came from.
+pub struct FoundConfig {
+    pub label: String,
+    pub origin: Origin,
+    pub json: Result<Vec<u8>, String>,
+}
+
+impl FoundConfig {
+    /// The filter's own verdict on it, in the filter's words.
+    pub fn parse(&self) -> Result<Config, String> {
+        self.json
+            .as_ref()
+            .map_err(String::clone)
+            .and_then(|json| Config::from_json(json).map_err(|e| e.to_string()))
+    }
+}
+
+pub fn is_yaml(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
+pub fn read_configs(path: &str) -> Result<Vec<FoundConfig>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    parse_configs(path, bytes)
+}
+
+/// The configs in `bytes`, read as the file at `path` would be.
+pub fn parse_configs(path: &str, bytes: Vec<u8>) -> Result<Vec<FoundConfig>, String> {
+    if is_yaml(path) {
+        let text = String::from_utf8(bytes).map_err(|e| format!("{path}: {e}"))?;
+        return wasm_plugin_configs(path, &text);
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(file)) if file.contains_key("resources") => ecds_configs(path, &file),
+        // Anything else goes to the filter as it is, which judges it in its own words.
+        _ => Ok(vec![FoundConfig {
+            label: path.to_owned(),
+            origin: Origin::Json,
+            json: Ok(bytes),
+        }]),
+    }
+}
+
+/// The WasmPlugin documents of a YAML file, in order (JSON is YAML too).
+fn wasm_plugin_documents(path: &str, text: &str) -> Result<Vec<Value>, String> {
+    let mut plugins = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let document: Value = serde::Deserialize::deserialize(document)
+            .map_err(|e| format!("{path}: document {index} is not valid YAML: {e}"))?;
+        if document.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
+            plugins.push(document);
+        }
+    }
+    Ok(plugins)
+}
+
+fn wasm_plugin_configs(path: &str, text: &str) -> Result<Vec<FoundConfig>, String> {
+    let mut found = Vec::new();
+    for document in wasm_plugin_documents(path, text)? {
+        let metadata = |field: &str| {
+            document
+                .pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let name = metadata("name").unwrap_or_else(|| "?".to_owned());
+        // Istio hands the filter the pluginConfig as JSON.
+        let json = document
+            .pointer("/spec/pluginConfig")
+            .ok_or_else(|| "spec.pluginConfig: missing".to_owned())
+            .and_then(|config| serde_json::to_vec(config).map_err(|e| e.to_string()));
+        found.push(FoundConfig {
+            label: format!("{path}: WasmPlugin {name}"),
+            origin: Origin::WasmPlugin {
+                name,
+                namespace: metadata("namespace"),
+            },
+            json,
+        });
+    }
+    if found.is_empty() {
+        return Err(format!("{path}: no WasmPlugin document"));
+    }
+    Ok(found)
+}
+
+/// Where an ECDS resource keeps the Wasm filter's config, as a JSON string.
+pub const ECDS_CONFIGURATION: &str = "/typed_config/config/configuration/value";
+
+fn ecds_configs(path: &str, file: &serde_json::Map<String, Value>) -> Result<Vec<FoundConfig>, String> {
+    let resources = file
+        .get("resources")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{path}: resources is not an array"))?;
+    let found: Vec<FoundConfig> = resources
+        .iter()
+        .enumerate()
+        .filter_map(|(index, resource)| {
+            let configuration = resource.pointer(ECDS_CONFIGURATION)?.as_str()?;
+            let name = resource.get("name").and_then(Value::as_str).unwrap_or("?");
+            Some(FoundConfig {
+                label: format!("{path}: ECDS resource {name}"),
+                origin: Origin::Ecds { resource: index },
+                json: Ok(configuration.as_bytes().to_vec()),
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(format!("{path}: no ECDS resource with a Wasm filter configuration"));
+    }
+    Ok(found)
+}
+
+/// The one config of a file, for the commands that work on one.
+pub fn read_one_config(path: &str, command: &str) -> Result<(FoundConfig, Config), String> {
+    one_config(path, read_configs(path)?, command)
+}
+
+pub fn one_config(path: &str, mut configs: Vec<FoundConfig>, command: &str) -> Result<(FoundConfig, Config), String> {
+    if configs.len() != 1 {
+        return Err(format!(
+            "{path}: holds {} configs; {command} needs exactly one",
+            configs.len()
+        ));
+    }
+    let found = configs.remove(0);
+    let config = found
+        .parse()
+        .map_err(|e| format!("{}: invalid configuration: {e}", found.label))?;
+    Ok((found, config))
+}
+
+/// The routes a command works on: the one `--host` names, or else all of them.
+pub fn routes_for<'c>(config: &'c Config, host: Option<&str>) -> Result<Vec<(usize, &'c Route)>, String> {
+    let Some(host) = host else {
+        return Ok(config.routes.iter().enumerate().collect());
+    };
+    let route = config
+        .route_for_authority(host.as_bytes())
+        .ok_or_else(|| format!("--host {host}: no route for it in the config"))?;
+    let index = config
+        .routes
+        .iter()
+        .position(|r| r.host == route.host)
+        .ok_or_else(|| format!("--host {host}: no route for it in the config"))?;
+    Ok(vec![(index, route)])
+}
