@@ -2,26 +2,38 @@
 //!
 //! check FILE...      validate filter configs (JSON, or the pluginConfig of WasmPlugin YAML)
 //! explain ...        which variant a request gets, and why
+//! token ...          mint a signed pin token
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use canary_split::config::{Config, KeySource, Route, Variant, FORWARDED_HOST_HEADER};
+use canary_split::config::{
+    normalized_public_host, Config, KeySource, PinRule, Route, Variant, DEFAULT_PIN_KEYS_ENV, FORWARDED_HOST_HEADER,
+};
 use canary_split::decision::{decide, Reason, RequestView};
+use canary_split::pin_token::PinKeys;
 use serde_json::Value;
 
 const USAGE: &str = "usage:
   canary-split check FILE...
       Validates each filter config: a JSON file, or a YAML file whose WasmPlugin documents
-      carry the config as spec.pluginConfig. Messages are the filter's own.
+      carry the config as spec.pluginConfig. Messages are the filter's own. Token pins' keys
+      are checked when their variable (pin_keys_env) is set here.
   canary-split explain --config FILE --host HOST [--header 'NAME: VALUE']... [--cookie NAME=VALUE]... [--client-ip ADDR]
-      Says which variant such a request gets, and why.";
+                       [--key-file FILE] [--now UNIX_SECONDS]
+      Says which variant such a request gets, and why, and whether a pin token verifies. Keys
+      come from --key-file or the config's pin_keys_env variable; the time from --now or the clock.
+  canary-split token --host HOST --to primary|canary --ttl DURATION [--key-env NAME | --key-file FILE] [--now UNIX_SECONDS]
+      Prints a pin token for the route with that host, valid for DURATION (90s, 30m, 2h, 7d),
+      signed with the first key of the variable NAME (default CANARY_SPLIT_PIN_KEYS) or of FILE.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
         Some((command, rest)) if command == "check" && !rest.is_empty() => check(rest),
         Some((command, rest)) if command == "explain" => explain(rest),
+        Some((command, rest)) if command == "token" => token(rest),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -44,11 +56,44 @@ struct FoundConfig {
 }
 
 impl FoundConfig {
-    /// The filter's own verdict on it, in the filter's words.
-    fn parse(self) -> Result<Config, String> {
-        self.json
-            .and_then(|json| Config::from_json(&json).map_err(|e| e.to_string()))
+    /// The filter's own verdict on it, in the filter's words, with token pins keyed by `keys`
+    /// (the value of a key list) or, without, by the config's variable if it is set here.
+    fn parse(self, keys: Option<&str>) -> Result<Loaded, String> {
+        let json = self.json?;
+        let config = Config::from_json(&json).map_err(|e| e.to_string())?;
+        if !config.has_token_pins() {
+            return Ok(Loaded {
+                config,
+                keys: Keys::NotNeeded,
+            });
+        }
+        let value = keys
+            .map(str::to_owned)
+            .or_else(|| std::env::var(&config.pin_keys_env).ok());
+        let Some(value) = value else {
+            let keys = Keys::NotHere(config.pin_keys_env.clone());
+            return Ok(Loaded { config, keys });
+        };
+        let config = Config::from_json_with_env(&json, |_| Some(value)).map_err(|e| e.to_string())?;
+        Ok(Loaded {
+            config,
+            keys: Keys::Loaded,
+        })
     }
+}
+
+/// A config that passed the filter's validation, and what became of its token pins' keys.
+struct Loaded {
+    config: Config,
+    keys: Keys,
+}
+
+enum Keys {
+    /// No token pins.
+    NotNeeded,
+    Loaded,
+    /// Token pins, but the variable they take keys from is not set here: keys live on the gateway.
+    NotHere(String),
 }
 
 fn read_configs(path: &str) -> Result<Vec<FoundConfig>, String> {
@@ -93,9 +138,16 @@ fn check(paths: &[String]) -> Result<String, String> {
     for path in paths {
         for found in read_configs(path)? {
             let label = found.label.clone();
-            match found.parse() {
-                Ok(config) => {
-                    let _ = writeln!(report, "{label}: ok, {} route(s)", config.routes.len());
+            match found.parse(None) {
+                Ok(Loaded { config, keys }) => {
+                    let _ = write!(report, "{label}: ok, {} route(s)", config.routes.len());
+                    let _ = match keys {
+                        Keys::NotNeeded => writeln!(report),
+                        Keys::Loaded => writeln!(report, "; token pins' keys in {} ok", config.pin_keys_env),
+                        Keys::NotHere(name) => {
+                            writeln!(report, "; token pins' keys not checked ({name} is not set here)")
+                        }
+                    };
                 }
                 Err(error) => {
                     failed = true;
@@ -118,6 +170,7 @@ struct CommandLineRequest {
     headers: Vec<(String, String)>,
     cookies: Vec<String>,
     client_ip: Option<String>,
+    unix_time: u64,
 }
 
 impl RequestView for CommandLineRequest {
@@ -141,10 +194,48 @@ impl RequestView for CommandLineRequest {
     fn client_address(&self) -> Option<Vec<u8>> {
         self.client_ip.clone().map(String::into_bytes)
     }
+
+    fn unix_time(&self) -> u64 {
+        self.unix_time
+    }
+}
+
+impl CommandLineRequest {
+    /// The header or cookie a token pin reads.
+    fn value(&self, source: &KeySource) -> Option<Vec<u8>> {
+        match source {
+            KeySource::Header(name) => self.header(name),
+            KeySource::Cookie(name) => {
+                let cookies = self.cookies()?;
+                canary_split::cookie::find(&cookies, name.as_bytes()).map(<[u8]>::to_vec)
+            }
+            KeySource::ClientAddress => self.client_address(),
+        }
+    }
+}
+
+/// `--now`, or the clock.
+fn unix_time(now: Option<String>) -> Result<u64, String> {
+    match now {
+        Some(now) => now.parse().map_err(|_| format!("--now {now:?}: expected Unix seconds")),
+        None => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.as_secs())
+            .map_err(|e| format!("the clock is before 1970: {e}")),
+    }
+}
+
+/// A key list read from a file, checked as the filter checks its variable.
+fn read_key_file(path: &str) -> Result<String, String> {
+    let value = std::fs::read_to_string(path).map_err(|e| format!("--key-file {path}: {e}"))?;
+    PinKeys::parse(&value).map_err(|e| e.describe(path))?;
+    Ok(value)
 }
 
 fn explain(args: &[String]) -> Result<String, String> {
     let mut config_path = None;
+    let mut key_file = None;
+    let mut now = None;
     let mut request = CommandLineRequest::default();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -167,9 +258,13 @@ fn explain(args: &[String]) -> Result<String, String> {
             }
             "--cookie" => request.cookies.push(value()?),
             "--client-ip" => request.client_ip = Some(value()?),
+            "--key-file" => key_file = Some(value()?),
+            "--now" => now = Some(value()?),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    request.unix_time = unix_time(now)?;
+    let keys = key_file.as_deref().map(read_key_file).transpose()?;
     let config_path = config_path.ok_or_else(|| format!("--config is required\n{USAGE}"))?;
     let host = request
         .host
@@ -184,10 +279,30 @@ fn explain(args: &[String]) -> Result<String, String> {
     }
     let found = configs.remove(0);
     let label = found.label.clone();
-    let config = found
-        .parse()
+    let Loaded { config, keys } = found
+        .parse(keys.as_deref())
         .map_err(|e| format!("{label}: invalid configuration: {e}"))?;
+    let route = config.route_for_authority(host.as_bytes());
+    if let (Keys::NotHere(name), Some(route)) = (keys, route) {
+        if let Some(source) = carried_token(route, &request) {
+            return Err(format!(
+                "the request carries a pin token in {}, and no key to check it is here: set {name} to the gateway's keys, or pass --key-file",
+                describe(source)
+            ));
+        }
+    }
     Ok(explain_request(&config, &host, &request))
+}
+
+/// Where the first token that a token pin of `route` would read comes from, if the request has one.
+fn carried_token<'r>(route: &'r Route, request: &CommandLineRequest) -> Option<&'r KeySource> {
+    route.pins.iter().find_map(|pin| match pin {
+        PinRule::Token { source } => request
+            .value(source)
+            .is_some_and(|token| !token.is_empty())
+            .then_some(source),
+        PinRule::Value { .. } => None,
+    })
 }
 
 fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) -> String {
@@ -200,16 +315,35 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
     let weight = f64::from(route.canary_basis_points) / 100.0;
     let decision = decide(route, request, || 0);
     let mut out = format!("host {host}: route {} (canary_weight {weight})\n", route.host);
+    for rejected in &decision.rejected_tokens {
+        if let Some(pin) = route.pins.get(rejected.rule) {
+            let _ = writeln!(
+                out,
+                "pin[{}]: the token in {} does not count: {}",
+                rejected.rule,
+                describe(pin.source()),
+                rejected.reason
+            );
+        }
+    }
     match decision.reason {
         Reason::Pinned { rule } => {
             let _ = writeln!(out, "variant: {}", decision.variant.as_str());
-            if let Some(pin) = route.pins.get(rule) {
-                let value = String::from_utf8_lossy(&pin.value);
-                let _ = writeln!(
-                    out,
-                    "why: pinned by pin[{rule}]: {} is {value:?}",
-                    describe(&pin.source)
-                );
+            match route.pins.get(rule) {
+                Some(PinRule::Value { source, value, .. }) => {
+                    let value = String::from_utf8_lossy(value);
+                    let _ = writeln!(out, "why: pinned by pin[{rule}]: {} is {value:?}", describe(source));
+                }
+                Some(PinRule::Token { source }) => {
+                    let _ = writeln!(
+                        out,
+                        "why: pinned by pin[{rule}]: {} carries a token for {} that verifies{}",
+                        describe(source),
+                        decision.variant.as_str(),
+                        token_details(route, source, request)
+                    );
+                }
+                None => {}
             }
             out += &describe_action(config, route, decision.variant);
         }
@@ -244,6 +378,22 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
     out
 }
 
+/// Which key verified the token in `source`, and until when it is valid.
+fn token_details(route: &Route, source: &KeySource, request: &CommandLineRequest) -> String {
+    let verified = request
+        .value(source)
+        .and_then(|token| route.pin_keys.verify(&token, &route.host, || request.unix_time).ok());
+    match verified {
+        Some(verified) => format!(
+            " (key {}; valid until {}, for {} more seconds)",
+            verified.key_number,
+            verified.expiry,
+            verified.expiry - request.unix_time
+        ),
+        None => String::new(),
+    }
+}
+
 fn describe(source: &KeySource) -> String {
     match source {
         KeySource::Header(name) => format!("header {name}"),
@@ -266,4 +416,67 @@ fn describe_action(config: &Config, route: &Route, variant: Variant) -> String {
         );
     }
     action + "\n"
+}
+
+fn token(args: &[String]) -> Result<String, String> {
+    let (mut host, mut to, mut ttl, mut key_env, mut key_file, mut now) = (None, None, None, None, None, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .cloned()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--host" => host = Some(value?),
+            "--to" => to = Some(value?),
+            "--ttl" => ttl = Some(value?),
+            "--key-env" => key_env = Some(value?),
+            "--key-file" => key_file = Some(value?),
+            "--now" => now = Some(value?),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let host = host.ok_or_else(|| format!("--host is required\n{USAGE}"))?;
+    let host = normalized_public_host(&host).map_err(|e| format!("--host {e}"))?;
+    let to = to.ok_or_else(|| format!("--to is required\n{USAGE}"))?;
+    let to = Variant::try_from(to).map_err(|e| format!("--to {e}"))?;
+    let ttl = ttl.ok_or_else(|| format!("--ttl is required\n{USAGE}"))?;
+    let seconds =
+        duration_seconds(&ttl).ok_or_else(|| format!("--ttl {ttl:?}: expected a duration like 90s, 30m, 2h or 7d"))?;
+    let (value, subject) = match (key_env, key_file) {
+        (Some(_), Some(_)) => return Err(format!("--key-env and --key-file are exclusive\n{USAGE}")),
+        (None, Some(path)) => (
+            std::fs::read_to_string(&path).map_err(|e| format!("--key-file {path}: {e}"))?,
+            path,
+        ),
+        (name, None) => {
+            let name = name.unwrap_or_else(|| DEFAULT_PIN_KEYS_ENV.to_owned());
+            let value =
+                std::env::var(&name).map_err(|_| format!("{name} is not set: it holds the keys to sign with"))?;
+            (value, name)
+        }
+    };
+    let keys = PinKeys::parse(&value).map_err(|e| e.describe(&subject))?;
+    let expiry = unix_time(now)?
+        .checked_add(seconds)
+        .ok_or_else(|| format!("--ttl {ttl:?} is too long"))?;
+    let token = keys.mint(&host, to, expiry).ok_or("no key to sign with")?;
+    Ok(format!("{token}\n"))
+}
+
+/// `90s`, `30m`, `2h`, `7d` or plain seconds, as seconds; none for anything else or zero.
+fn duration_seconds(text: &str) -> Option<u64> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    let seconds = number.parse::<u64>().ok()?.checked_mul(unit)?;
+    (seconds > 0).then_some(seconds)
 }
