@@ -291,8 +291,8 @@ def test_the_pin_keys_come_from_a_secret_on_the_gateway():
     (lambda p: p["spec"]["vmConfig"]["env"][0].update(valueFrom="INLINE", value="a-key"), lambda patch: None),
     (lambda p: p["spec"]["pluginConfig"].update(pin_keys_env="OTHER_KEYS"), lambda patch: None),
     (lambda p: None, lambda patch: patch["spec"]["template"]["spec"]["containers"][0].update(name="gateway")),
-    (lambda p: None, lambda patch: patch["spec"]["template"]["spec"]["containers"][0]["env"][0].update(value="a-key")
-     or patch["spec"]["template"]["spec"]["containers"][0]["env"][0].pop("valueFrom")),
+    (lambda p: None, lambda patch: patch["spec"]["template"]["spec"]["containers"][0]["env"].__setitem__(
+        0, {"name": PIN_KEYS_ENV, "value": "a-key"})),
 ], ids=["not-passed-on", "inline-key", "other-variable", "other-container", "key-in-the-patch"])
 def test_the_pin_keys_check_catches_its_problem(edit_plugin, edit_patch):
     manifests, patch = copy.deepcopy(MANIFESTS), copy.deepcopy(PIN_KEYS_PATCH)
