@@ -11,10 +11,14 @@ use serde::de::{self, value::MapAccessDeserializer, IgnoredAny, MapAccess, SeqAc
 use serde::{Deserialize, Deserializer};
 
 use crate::authority::{self, MAX_HOST_LEN};
+use crate::pin_token::PinKeys;
 use crate::sticky_hash::BUCKETS;
 
 /// The decision header's name when the config does not set `decision_header`.
 pub const DEFAULT_DECISION_HEADER: &str = "x-canary-route";
+/// The environment variable token pins take their keys from when the config does not set
+/// `pin_keys_env`.
+pub const DEFAULT_PIN_KEYS_ENV: &str = "CANARY_SPLIT_PIN_KEYS";
 /// Where the client's original `:authority` is kept when the filter rewrites it.
 pub const FORWARDED_HOST_HEADER: &str = "x-forwarded-host";
 /// Names `decision_header` cannot take: the filter writes the first, Envoy turns the second into
@@ -23,10 +27,11 @@ const RESERVED_DECISION_HEADERS: &[&str] = &[FORWARDED_HOST_HEADER, "host"];
 
 /// The fields each object of the config may have, in the order the types declare them;
 /// `filter-config/schema.json` must list the same (tests compare both with what serde accepts).
-pub const CONFIG_FIELDS: &[&str] = &["decision_header", "routes"];
+pub const CONFIG_FIELDS: &[&str] = &["decision_header", "pin_keys_env", "routes"];
 pub const ROUTE_FIELDS: &[&str] = &["host", "primary", "canary", "canary_weight", "pin", "sticky", "salt"];
 pub const TARGET_FIELDS: &[&str] = &["host"];
-pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "value", "to"];
+pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "token", "value", "to"];
+pub const TOKEN_FIELDS: &[&str] = &["header", "cookie"];
 pub const STICKY_FIELDS: &[&str] = &["header", "cookie", "client_ip"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,13 +72,27 @@ pub enum KeySource {
     ClientAddress,
 }
 
-/// A header or cookie with exactly `value` forces `to`.
+/// A rule that forces a variant at any weight.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "Object<PinRuleFields>")]
-pub struct PinRule {
-    pub source: KeySource,
-    pub value: Vec<u8>,
-    pub to: Variant,
+pub enum PinRule {
+    /// A header or cookie with exactly `value` forces `to`.
+    Value {
+        source: KeySource,
+        value: Vec<u8>,
+        to: Variant,
+    },
+    /// A header or cookie carrying a token that verifies (`pin_token`) forces the release the
+    /// token names.
+    Token { source: KeySource },
+}
+
+impl PinRule {
+    pub fn source(&self) -> &KeySource {
+        match self {
+            PinRule::Value { source, .. } | PinRule::Token { source } => source,
+        }
+    }
 }
 
 /// One variant's target: with `host`, the filter rewrites `:authority` to it.
@@ -96,6 +115,9 @@ pub struct Route {
     pub sticky: Option<KeySource>,
     /// Salt of the sticky hash; the route's host unless the config overrides it.
     pub salt: String,
+    /// The keys its token pins verify with; none for a route without token pins, or for a
+    /// config read without its environment.
+    pub pin_keys: PinKeys,
 }
 
 impl Route {
@@ -105,6 +127,16 @@ impl Route {
             Variant::Canary => &self.canary,
         }
     }
+
+    /// Whether it has a token pin rule, which needs keys.
+    pub fn has_token_pins(&self) -> bool {
+        self.first_token_rule().is_some()
+    }
+
+    /// The index of its first token pin rule, if it has one.
+    fn first_token_rule(&self) -> Option<usize> {
+        self.pins.iter().position(|pin| matches!(pin, PinRule::Token { .. }))
+    }
 }
 
 /// A validated configuration, ready for the request path.
@@ -112,13 +144,47 @@ impl Route {
 pub struct Config {
     /// Lower-cased name of the header that carries the decision.
     pub decision_header: String,
+    /// The environment variable token pins take their keys from.
+    pub pin_keys_env: String,
     pub routes: Vec<Route>,
     route_by_host: HashMap<Vec<u8>, usize>,
 }
 
 impl Config {
-    /// Parses and validates the filter's JSON configuration. Routes are validated as they are
-    /// read, so no second copy of a large config is ever held: a Wasm VM's memory never shrinks.
+    /// Parses and validates the filter's JSON configuration, as the filter does: token pins take
+    /// their keys from the variable `pin_keys_env` names, looked up with `env` (the VM's
+    /// environment in the filter), and a config with token pins but no usable key is refused.
+    pub fn from_json_with_env(json: &[u8], env: impl FnOnce(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut config = Config::from_json(json)?;
+        let Some((index, rule)) = config
+            .routes
+            .iter()
+            .enumerate()
+            .find_map(|(index, route)| Some((index, route.first_token_rule()?)))
+        else {
+            return Ok(config);
+        };
+        let name = &config.pin_keys_env;
+        let problem = match env(name).map(|value| PinKeys::parse(&value)) {
+            Some(Ok(keys)) => {
+                for route in config.routes.iter_mut().filter(|route| route.has_token_pins()) {
+                    route.pin_keys = keys.clone();
+                }
+                return Ok(config);
+            }
+            Some(Err(error)) => format!("needs a usable key, but {}", error.describe(name)),
+            None => format!("needs a key, but the VM's environment has no {name}"),
+        };
+        Err(ConfigError {
+            path: format!("routes[{index}].pin[{rule}].token"),
+            problem,
+        })
+    }
+
+    /// Parses and validates the configuration's structure only, with no environment: token pins
+    /// get no keys, so no token verifies. For tools and tests; the filter runs
+    /// [`Config::from_json_with_env`]. Routes are validated as they are read, so no second copy
+    /// of a large config is ever held: a Wasm VM's memory never shrinks.
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
         if json.trim_ascii().is_empty() {
             return Err(ConfigError::at_root(
@@ -150,9 +216,17 @@ impl Config {
             decision_header: fields
                 .decision_header
                 .map_or_else(|| DEFAULT_DECISION_HEADER.to_owned(), |DecisionHeader(name)| name),
+            pin_keys_env: fields
+                .pin_keys_env
+                .map_or_else(|| DEFAULT_PIN_KEYS_ENV.to_owned(), |EnvVarName(name)| name),
             routes,
             route_by_host,
         })
+    }
+
+    /// Whether any route has a token pin, which needs keys.
+    pub fn has_token_pins(&self) -> bool {
+        self.routes.iter().any(Route::has_token_pins)
     }
 
     /// The route for a request's `:authority`, matched case-insensitively with the port ignored.
@@ -325,6 +399,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Array<T> {
 #[serde(deny_unknown_fields)]
 struct ConfigFields {
     decision_header: Option<DecisionHeader>,
+    pin_keys_env: Option<EnvVarName>,
     routes: Array<Route>,
 }
 
@@ -351,6 +426,7 @@ impl From<Object<RouteFields>> for Route {
             canary_basis_points: fields.canary_weight.0,
             pins: fields.pin.map_or_else(Vec::new, |Array(pins)| pins),
             sticky: fields.sticky.map(|Sticky(source)| source),
+            pin_keys: PinKeys::default(),
         }
     }
 }
@@ -374,24 +450,76 @@ impl From<Object<TargetFields>> for Target {
 struct PinRuleFields {
     header: Option<HeaderName>,
     cookie: Option<CookieName>,
-    value: String,
-    to: Variant,
+    token: Option<TokenSource>,
+    #[serde(default)]
+    value: NotNull<String>,
+    #[serde(default)]
+    to: NotNull<Variant>,
 }
 
 impl TryFrom<Object<PinRuleFields>> for PinRule {
     type Error = &'static str;
 
     fn try_from(Object(rule): Object<PinRuleFields>) -> Result<Self, Self::Error> {
-        let source = match (rule.header, rule.cookie) {
-            (Some(HeaderName(name)), None) => KeySource::Header(name),
-            (None, Some(CookieName(name))) => KeySource::Cookie(name),
-            _ => return Err("needs exactly one of \"header\" or \"cookie\""),
+        let source = match (rule.header, rule.cookie, rule.token) {
+            (Some(HeaderName(name)), None, None) => KeySource::Header(name),
+            (None, Some(CookieName(name)), None) => KeySource::Cookie(name),
+            (None, None, Some(TokenSource(source))) => {
+                if rule.value.0.is_some() || rule.to.0.is_some() {
+                    return Err("takes no \"value\" or \"to\" with \"token\" (the token names the release)");
+                }
+                return Ok(PinRule::Token { source });
+            }
+            _ => return Err("needs exactly one of \"header\", \"cookie\" or \"token\""),
         };
-        Ok(PinRule {
+        // Worded as serde words a missing field, so the message names the field's path.
+        let value = rule.value.0.ok_or("missing field `value`")?;
+        let to = rule.to.0.ok_or("missing field `to`")?;
+        Ok(PinRule::Value {
             source,
-            value: rule.value.into_bytes(),
-            to: rule.to,
+            value: value.into_bytes(),
+            to,
         })
+    }
+}
+
+/// A field that may be left out but, when given, must be a `T`: unlike `Option`, `null` is
+/// refused as `T` refuses it.
+struct NotNull<T>(Option<T>);
+
+impl<T> Default for NotNull<T> {
+    fn default() -> Self {
+        NotNull(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NotNull<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(|value| NotNull(Some(value)))
+    }
+}
+
+/// Where a token pin's token comes from.
+#[derive(Deserialize)]
+#[serde(try_from = "Object<TokenFields>")]
+struct TokenSource(KeySource);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFields {
+    header: Option<HeaderName>,
+    cookie: Option<CookieName>,
+}
+
+impl TryFrom<Object<TokenFields>> for TokenSource {
+    type Error = &'static str;
+
+    fn try_from(Object(token): Object<TokenFields>) -> Result<Self, Self::Error> {
+        match (token.header, token.cookie) {
+            (Some(HeaderName(name)), None) => Ok(TokenSource(KeySource::Header(name))),
+            (None, Some(CookieName(name))) => Ok(TokenSource(KeySource::Cookie(name))),
+            _ => Err("needs exactly one of \"header\" or \"cookie\""),
+        }
     }
 }
 
@@ -500,6 +628,24 @@ impl TryFrom<NonEmpty> for CookieName {
     }
 }
 
+/// The name of an environment variable: letters, digits and `_`, not starting with a digit.
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct EnvVarName(String);
+
+impl TryFrom<NonEmpty> for EnvVarName {
+    type Error = String;
+
+    fn try_from(NonEmpty(name): NonEmpty) -> Result<Self, String> {
+        let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(format!("{name:?} is not a valid environment variable name"));
+        }
+        Ok(EnvVarName(name))
+    }
+}
+
 /// The public host a route matches: a DNS name, case-insensitive, without port.
 #[derive(Deserialize)]
 #[serde(try_from = "NonEmpty")]
@@ -509,17 +655,23 @@ impl TryFrom<NonEmpty> for PublicHost {
     type Error = String;
 
     fn try_from(NonEmpty(host): NonEmpty) -> Result<Self, String> {
-        if host.contains(':') {
-            return Err(format!(
-                "{host:?} must not include a port (ports are ignored when matching)"
-            ));
-        }
-        let host = host.strip_suffix('.').unwrap_or(&host);
-        if host.is_empty() || host.len() > MAX_HOST_LEN || !host.bytes().all(is_host_byte) {
-            return Err(format!("{host:?} is not a valid host name"));
-        }
-        Ok(PublicHost(host.to_ascii_lowercase()))
+        normalized_public_host(&host).map(PublicHost)
     }
+}
+
+/// A route's `host` as the filter keeps it (lower case, no trailing dot), or why it is not
+/// one: also the `<host>` a pin token is signed for.
+pub fn normalized_public_host(host: &str) -> Result<String, String> {
+    if host.contains(':') {
+        return Err(format!(
+            "{host:?} must not include a port (ports are ignored when matching)"
+        ));
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > MAX_HOST_LEN || !host.bytes().all(is_host_byte) {
+        return Err(format!("{host:?} is not a valid host name"));
+    }
+    Ok(host.to_ascii_lowercase())
 }
 
 /// The host a variant's requests are rewritten to; a port is allowed here.
@@ -649,12 +801,12 @@ mod tests {
         assert_eq!(
             route.pins,
             vec![
-                PinRule {
+                PinRule::Value {
                     source: KeySource::Header("traffic".into()),
                     value: b"test".to_vec(),
                     to: Variant::Canary
                 },
-                PinRule {
+                PinRule::Value {
                     source: KeySource::Cookie("canary".into()),
                     value: b"never".to_vec(),
                     to: Variant::Primary
@@ -670,7 +822,7 @@ mod tests {
             "pin": [{"header": "h", "value": "]},{\"[\\", "to": "canary"}]}], "decision_header": "X-D"}"#;
         let config = Config::from_json(tricky.as_bytes()).expect("valid");
         assert_eq!(config.decision_header, "x-d");
-        assert_eq!(config.routes[0].pins[0].value, br#"]},{"[\"#);
+        assert!(matches!(&config.routes[0].pins[0], PinRule::Value { value, .. } if value == br#"]},{"[\"#));
         assert!(config.route_for_authority(b"b.example.com").is_some());
     }
 
@@ -703,11 +855,120 @@ mod tests {
                 TARGET_FIELDS,
             ),
             (route_with(r#""pin": [{"zz": 1}]"#), PIN_RULE_FIELDS),
+            (route_with(r#""pin": [{"token": {"zz": 1}}]"#), TOKEN_FIELDS),
             (route_with(r#""sticky": {"zz": 1}"#), STICKY_FIELDS),
         ];
         for (json, fields) in cases {
             assert_eq!(unknown_field_message(json), fields.join(", "));
         }
+    }
+
+    /// 32 bytes of 0x01 and of 0x02, in standard base64.
+    const KEY_A: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    const KEY_B: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+    fn token_route(host: &str, pins: &str) -> String {
+        format!(r#"{{"host": "{host}", "primary": {{}}, "canary": {{}}, "canary_weight": 0, "pin": [{pins}]}}"#)
+    }
+
+    #[test]
+    fn token_pins_take_their_keys_from_the_environment() {
+        let json = format!(
+            r#"{{"routes": [{}, {}, {}]}}"#,
+            token_route(
+                "a.example.com",
+                r#"{"header": "traffic", "value": "test", "to": "canary"}, {"token": {"header": "X-Canary-Token"}}"#
+            ),
+            token_route(
+                "b.example.com",
+                r#"{"header": "traffic", "value": "test", "to": "canary"}"#
+            ),
+            token_route("c.example.com", r#"{"token": {"cookie": "canary-token"}}"#),
+        );
+        let mut asked = Vec::new();
+        let config = Config::from_json_with_env(json.as_bytes(), |name| {
+            asked.push(name.to_owned());
+            Some(format!("{KEY_A},{KEY_B}"))
+        })
+        .expect("valid");
+        assert_eq!(asked, [DEFAULT_PIN_KEYS_ENV]);
+        assert!(config.has_token_pins());
+        let [a, b, c] = &config.routes[..] else {
+            panic!("three routes")
+        };
+        assert_eq!(
+            a.pins[1],
+            PinRule::Token {
+                source: KeySource::Header("x-canary-token".into())
+            }
+        );
+        assert_eq!(
+            c.pins[0],
+            PinRule::Token {
+                source: KeySource::Cookie("canary-token".into())
+            }
+        );
+        assert_eq!((a.pin_keys.len(), b.pin_keys.len(), c.pin_keys.len()), (2, 0, 2));
+        assert_eq!(a.pin_keys, c.pin_keys, "one set of keys, shared");
+
+        // Without an environment the structure is checked and token pins get no key.
+        let unkeyed = Config::from_json(json.as_bytes()).expect("valid");
+        assert!(unkeyed.routes.iter().all(|route| route.pin_keys.is_empty()));
+    }
+
+    #[test]
+    fn the_environment_is_read_only_for_token_pins() {
+        let json = route_with(r#""pin": [{"header": "traffic", "value": "test", "to": "canary"}]"#);
+        let config = Config::from_json_with_env(json.as_bytes(), |name| panic!("asked for {name}")).expect("valid");
+        assert!(!config.has_token_pins());
+        assert_eq!(config.pin_keys_env, DEFAULT_PIN_KEYS_ENV);
+    }
+
+    #[test]
+    fn pin_keys_env_names_the_variable() {
+        let json = format!(
+            r#"{{"pin_keys_env": "GATEWAY_PIN_KEYS_2", "routes": [{}]}}"#,
+            token_route("a.example.com", r#"{"token": {"header": "t"}}"#)
+        );
+        let env = |name: &str| (name == "GATEWAY_PIN_KEYS_2").then(|| KEY_A.to_owned());
+        let config = Config::from_json_with_env(json.as_bytes(), env).expect("valid");
+        assert_eq!(config.pin_keys_env, "GATEWAY_PIN_KEYS_2");
+        assert_eq!(config.routes[0].pin_keys.len(), 1);
+    }
+
+    /// The refusals of a config whose token pins have no usable key, word for word.
+    #[test]
+    fn token_pins_without_a_usable_key_are_refused() {
+        let json = format!(
+            r#"{{"routes": [{}, {}]}}"#,
+            token_route(
+                "a.example.com",
+                r#"{"header": "traffic", "value": "test", "to": "canary"}"#
+            ),
+            token_route(
+                "b.example.com",
+                r#"{"cookie": "c", "value": "v", "to": "primary"}, {"token": {"header": "t"}}"#
+            ),
+        );
+        let short = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=="; // 31 bytes
+        let cases = [
+            (None, "routes[1].pin[1].token: needs a key, but the VM's environment has no CANARY_SPLIT_PIN_KEYS"),
+            (Some(""), "routes[1].pin[1].token: needs a usable key, but CANARY_SPLIT_PIN_KEYS is empty"),
+            (Some(short), "routes[1].pin[1].token: needs a usable key, but key 1 in CANARY_SPLIT_PIN_KEYS has 31 bytes (at least 32 needed)"),
+            (Some("not-a-key"), "routes[1].pin[1].token: needs a usable key, but key 1 in CANARY_SPLIT_PIN_KEYS is not standard base64"),
+            (Some(&format!("{KEY_A},")), "routes[1].pin[1].token: needs a usable key, but key 2 in CANARY_SPLIT_PIN_KEYS is empty"),
+        ];
+        for (value, expected) in cases {
+            let error = Config::from_json_with_env(json.as_bytes(), |_| value.map(str::to_owned)).expect_err(expected);
+            assert_eq!(error.to_string(), expected);
+        }
+        // A structural problem is reported first, without asking for keys.
+        let broken = json.replace("\"primary\"}", "\"beta\"}");
+        let error = Config::from_json_with_env(broken.as_bytes(), |_| panic!("asked for keys")).expect_err("broken");
+        assert_eq!(
+            error.to_string(),
+            "routes[1].pin[0].to: \"beta\" is not \"primary\" or \"canary\""
+        );
     }
 
     #[test]
@@ -746,9 +1007,14 @@ mod tests {
         assert_eq!(route.primary.host, None);
         assert_eq!(route.salt, "rollout-7");
         assert_eq!(route.sticky, Some(KeySource::ClientAddress));
-        let pin = route.pins.first().expect("one pin");
-        assert_eq!(pin.source, KeySource::Header("x-canary".into()));
-        assert_eq!(pin.value, b"Always", "values match exactly, case included");
+        assert_eq!(
+            route.pins,
+            [PinRule::Value {
+                source: KeySource::Header("x-canary".into()),
+                value: b"Always".to_vec(), // values match exactly, case included
+                to: Variant::Canary
+            }]
+        );
     }
 
     #[test]
@@ -816,6 +1082,7 @@ mod tests {
                 ROUTE_FIELDS,
                 TARGET_FIELDS,
                 PIN_RULE_FIELDS,
+                TOKEN_FIELDS,
                 STICKY_FIELDS,
             ]
             .concat();
@@ -969,7 +1236,11 @@ mod tests {
             ("[]".into(), "config: expected an object, found an array"),
             ("{}".into(), "routes: missing"),
             (r#"{"routes": {}}"#.into(), "routes: expected an array, found an object"),
-            (r#"{"routes": [], "decision_heder": "x"}"#.into(), "decision_heder: unknown field (expected one of: decision_header, routes)"),
+            (r#"{"routes": [], "decision_heder": "x"}"#.into(), "decision_heder: unknown field (expected one of: decision_header, pin_keys_env, routes)"),
+            (r#"{"routes": [], "pin_keys_env": "1KEYS"}"#.into(), "pin_keys_env: \"1KEYS\" is not a valid environment variable name"),
+            (r#"{"routes": [], "pin_keys_env": "PIN-KEYS"}"#.into(), "pin_keys_env: \"PIN-KEYS\" is not a valid environment variable name"),
+            (r#"{"routes": [], "pin_keys_env": ""}"#.into(), "pin_keys_env: must not be empty"),
+            (r#"{"routes": [], "pin_keys_env": 7}"#.into(), "pin_keys_env: expected a string, found the number 7"),
             (r#"{"routes": [], "decision_header": "bad header"}"#.into(), "decision_header: \"bad header\" is not a valid header name"),
             (r#"{"routes": [], "decision_header": ""}"#.into(), "decision_header: must not be empty"),
             (r#"{"routes": [], "decision_header": "X-Forwarded-Host"}"#.into(), "decision_header: \"x-forwarded-host\" is a header the filter or Envoy sets itself"),
@@ -991,9 +1262,20 @@ mod tests {
             (route_with("").replace("\"primary\": {}", "\"primary\": \"p\""), "routes[0].primary: expected an object, found the string \"p\""),
             (format!(r#"{{"routes": [{0}, {0}]}}"#, r#"{"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 1}"#), "routes[1].host: \"a.example.com\" is already the host of routes[0]"),
             (format!(r#"{{"routes": [{}, {}]}}"#, r#"{"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 1}"#, r#"{"host": "A.Example.com", "primary": {}, "canary": {}, "canary_weight": 1}"#), "routes[1].host: \"a.example.com\" is already the host of routes[0]"),
-            (route_with(r#""pin": [{"header": "h", "cookie": "c", "value": "v", "to": "canary"}]"#), "routes[0].pin[0]: needs exactly one of \"header\" or \"cookie\""),
-            (route_with(r#""pin": [{"value": "v", "to": "canary"}]"#), "routes[0].pin[0]: needs exactly one of \"header\" or \"cookie\""),
+            (route_with(r#""pin": [{"header": "h", "cookie": "c", "value": "v", "to": "canary"}]"#), "routes[0].pin[0]: needs exactly one of \"header\", \"cookie\" or \"token\""),
+            (route_with(r#""pin": [{"value": "v", "to": "canary"}]"#), "routes[0].pin[0]: needs exactly one of \"header\", \"cookie\" or \"token\""),
+            (route_with(r#""pin": [{"header": "h", "token": {"header": "t"}}]"#), "routes[0].pin[0]: needs exactly one of \"header\", \"cookie\" or \"token\""),
+            (route_with(r#""pin": [{"header": "h", "value": "v"}]"#), "routes[0].pin[0].to: missing"),
+            (route_with(r#""pin": [{"token": {"header": "t"}, "to": "canary"}]"#), "routes[0].pin[0]: takes no \"value\" or \"to\" with \"token\" (the token names the release)"),
+            (route_with(r#""pin": [{"token": {"cookie": "t"}, "value": "v"}]"#), "routes[0].pin[0]: takes no \"value\" or \"to\" with \"token\" (the token names the release)"),
+            (route_with(r#""pin": [{"token": {}}]"#), "routes[0].pin[0].token: needs exactly one of \"header\" or \"cookie\""),
+            (route_with(r#""pin": [{"token": {"header": "t", "cookie": "t"}}]"#), "routes[0].pin[0].token: needs exactly one of \"header\" or \"cookie\""),
+            (route_with(r#""pin": [{"token": {"client_ip": true}}]"#), "routes[0].pin[0].token.client_ip: unknown field (expected one of: header, cookie)"),
+            (route_with(r#""pin": [{"token": {"header": "x y"}}]"#), "routes[0].pin[0].token.header: \"x y\" is not a valid header name"),
+            (route_with(r#""pin": [{"token": "x-canary-token"}]"#), "routes[0].pin[0].token: expected an object, found the string \"x-canary-token\""),
+            (route_with(r#""pin": [{"token": {"header": "t"}, "value": null}]"#), "routes[0].pin[0].value: expected a string, found null"),
             (route_with(r#""pin": [{"header": "h", "value": "v", "to": "both"}]"#), "routes[0].pin[0].to: \"both\" is not \"primary\" or \"canary\""),
+            (route_with(r#""pin": [{"zz": 1, "header": "h", "value": "v", "to": "canary"}]"#), "routes[0].pin[0].zz: unknown field (expected one of: header, cookie, token, value, to)"),
             (route_with(r#""pin": [{"header": "h", "to": "canary"}]"#), "routes[0].pin[0].value: missing"),
             (route_with(r#""pin": [{"header": "h", "value": 1, "to": "canary"}]"#), "routes[0].pin[0].value: expected a string, found the number 1"),
             (route_with(r#""pin": [{"header": ":authority", "value": "v", "to": "canary"}]"#), "routes[0].pin[0].header: \":authority\" is not a valid header name"),

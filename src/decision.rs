@@ -1,8 +1,9 @@
 //! The decision: which variant a request goes to, and why. A pure function of the route and
 //! what the request carries; the glue supplies the request through [`RequestView`].
 
-use crate::config::{KeySource, Route, Variant};
+use crate::config::{KeySource, PinRule, Route, Variant};
 use crate::cookie;
+use crate::pin_token::TokenRejection;
 use crate::sticky_hash;
 
 /// What the decision may read from a request. Each value is fetched only when a rule needs it,
@@ -14,11 +15,13 @@ pub trait RequestView {
     fn cookies(&self) -> Option<Vec<u8>>;
     /// The client's address as the proxy reports it, port included (`10.0.0.1:5555`, `[::1]:80`).
     fn client_address(&self) -> Option<Vec<u8>>;
+    /// The time, in Unix seconds; asked only to check the expiry of a token that verifies.
+    fn unix_time(&self) -> u64;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// `pin[rule]` of the route matched.
+    /// `pin[rule]` of the route matched: its value, or a token that verified.
     Pinned { rule: usize },
     /// The sticky key hashed into `bucket` (of 10,000).
     Sticky { bucket: u16 },
@@ -26,21 +29,48 @@ pub enum Reason {
     Random { bucket: u16 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub variant: Variant,
     pub reason: Reason,
+    /// The token pins whose request carried a token that did not verify, in rule order: they
+    /// are passed over, and metrics count them.
+    pub rejected_tokens: Vec<RejectedToken>,
+}
+
+/// A token that a token pin rule passed over, and why. Never the token itself: it is a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedToken {
+    pub rule: usize,
+    pub reason: TokenRejection,
 }
 
 /// Picks the variant: the first matching pin rule, else the sticky key's bucket, else
 /// `random_bucket()` (a uniform number in `0..10_000`). Canary when the bucket is below the weight.
+/// A token pin matches when its header or cookie carries a token that verifies for the route's
+/// host; an empty value is no token.
 pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnOnce() -> u16) -> Decision {
     let mut values = RequestValues::new(request);
+    let mut rejected_tokens = Vec::new();
     for (rule, pin) in route.pins.iter().enumerate() {
-        if values.read(&pin.source) == Some(&pin.value[..]) {
+        let pinned_to = match pin {
+            PinRule::Value { source, value, to } => (values.read(source) == Some(&value[..])).then_some(*to),
+            PinRule::Token { source } => match values.read(source).filter(|token| !token.is_empty()) {
+                None => None,
+                Some(token) => match route.pin_keys.verify(token, &route.host, || request.unix_time()) {
+                    Ok(verified) => Some(verified.release),
+                    Err(reason) => {
+                        rejected_tokens.push(RejectedToken { rule, reason });
+                        None
+                    }
+                },
+            },
+        };
+        if let Some(variant) = pinned_to {
             return Decision {
-                variant: pin.to,
+                variant,
                 reason: Reason::Pinned { rule },
+                rejected_tokens,
             };
         }
     }
@@ -64,7 +94,11 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
     } else {
         Variant::Primary
     };
-    Decision { variant, reason }
+    Decision {
+        variant,
+        reason,
+        rejected_tokens,
+    }
 }
 
 /// What the decision has read from a request so far: each header, the cookies and the client
@@ -131,6 +165,7 @@ fn without_port(address: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::pin_token::PinKeys;
     use std::cell::RefCell;
     use std::collections::HashMap;
     #[cfg(target_arch = "wasm32")]
@@ -141,6 +176,7 @@ mod tests {
     struct FakeRequest {
         headers: HashMap<&'static str, Vec<u8>>,
         client_address: Option<Vec<u8>>,
+        unix_time: u64,
         reads: RefCell<Vec<String>>,
     }
 
@@ -163,6 +199,10 @@ mod tests {
         fn client_address(&self) -> Option<Vec<u8>> {
             self.reads.borrow_mut().push("client address".to_owned());
             self.client_address.clone()
+        }
+        fn unix_time(&self) -> u64 {
+            self.reads.borrow_mut().push("clock".to_owned());
+            self.unix_time
         }
     }
 
@@ -193,7 +233,8 @@ mod tests {
             decision,
             Decision {
                 variant: Variant::Canary,
-                reason: Reason::Pinned { rule: 0 }
+                reason: Reason::Pinned { rule: 0 },
+                rejected_tokens: vec![],
             }
         );
     }
@@ -208,7 +249,8 @@ mod tests {
             decision,
             Decision {
                 variant: Variant::Primary,
-                reason: Reason::Pinned { rule: 1 }
+                reason: Reason::Pinned { rule: 1 },
+                rejected_tokens: vec![],
             }
         );
     }
@@ -353,6 +395,168 @@ mod tests {
         let request = FakeRequest::default();
         decide(&plain, &request, || 0);
         assert!(request.reads.borrow().is_empty());
+    }
+
+    /// 32 bytes of 0x07 in standard base64, and the same key's HMAC state for minting.
+    const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    const NOW: u64 = 1_800_000_000;
+
+    /// A route at `weight` with a token pin in a header, a plain pin, a token pin in a cookie,
+    /// and a sticky key, keyed with `KEY`.
+    fn token_route(weight: &str) -> Route {
+        let json = format!(
+            r#"{{"routes": [{{"host": "a.example.com", "primary": {{}}, "canary": {{}}, "canary_weight": {weight},
+                "pin": [{{"token": {{"header": "x-canary-token"}}}},
+                        {{"header": "traffic", "value": "test", "to": "canary"}},
+                        {{"token": {{"cookie": "canary-token"}}}}],
+                "sticky": {{"header": "x-user-id"}}}}]}}"#
+        );
+        let config = Config::from_json_with_env(json.as_bytes(), |_| Some(KEY.to_owned())).expect("valid");
+        config.routes.into_iter().next().expect("one route")
+    }
+
+    fn token(host: &str, release: Variant, expiry: u64) -> Vec<u8> {
+        let keys = PinKeys::parse(KEY).expect("valid key");
+        keys.mint(host, release, expiry).expect("minted").into_bytes()
+    }
+
+    fn at_now() -> FakeRequest {
+        FakeRequest {
+            unix_time: NOW,
+            ..FakeRequest::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_token_pins_the_release_it_names_at_any_weight() {
+        for (weight, release) in [("0", Variant::Canary), ("100", Variant::Primary)] {
+            let request = at_now()
+                .with("x-canary-token", &token("a.example.com", release, NOW + 60))
+                .with("x-user-id", b"u");
+            let decision = decide(&token_route(weight), &request, no_random);
+            assert_eq!(
+                decision,
+                Decision {
+                    variant: release,
+                    reason: Reason::Pinned { rule: 0 },
+                    rejected_tokens: vec![],
+                }
+            );
+        }
+        let in_cookie = at_now().with(
+            "cookie",
+            &[b"canary-token=", &token("a.example.com", Variant::Canary, NOW + 1)[..]].concat(),
+        );
+        assert_eq!(
+            decide(&token_route("0"), &in_cookie, no_random).reason,
+            Reason::Pinned { rule: 2 }
+        );
+    }
+
+    #[test]
+    fn a_token_that_does_not_verify_is_passed_over_and_reported() {
+        let route = token_route("0");
+        let genuine = String::from_utf8(token("a.example.com", Variant::Canary, NOW + 60)).expect("ASCII");
+        let later = genuine.replace(&(NOW + 60).to_string(), &(NOW + 6000).to_string());
+        let cases = [
+            (
+                token("a.example.com", Variant::Canary, NOW),
+                TokenRejection::Expired { expiry: NOW },
+            ),
+            (
+                token("b.example.com", Variant::Canary, NOW + 60),
+                TokenRejection::BadSignature,
+            ),
+            (later.into_bytes(), TokenRejection::BadSignature),
+            (
+                genuine.as_bytes()[..genuine.len() - 1].to_vec(),
+                TokenRejection::Malformed,
+            ),
+            (b"test".to_vec(), TokenRejection::Malformed),
+            (vec![0xff; 10 * 1024], TokenRejection::Malformed),
+        ];
+        for (bad, reason) in cases {
+            // Next the plain pin decides; without it, the sticky key.
+            let request = at_now()
+                .with("x-canary-token", &bad)
+                .with("traffic", b"test")
+                .with("x-user-id", b"u");
+            let decision = decide(&route, &request, no_random);
+            assert_eq!(
+                (decision.variant, decision.reason),
+                (Variant::Canary, Reason::Pinned { rule: 1 })
+            );
+            assert_eq!(decision.rejected_tokens, [RejectedToken { rule: 0, reason }]);
+
+            let request = at_now().with("x-canary-token", &bad).with("x-user-id", b"u");
+            let decision = decide(&route, &request, no_random);
+            assert_eq!(
+                (decision.variant, decision.rejected_tokens.len()),
+                (Variant::Primary, 1)
+            );
+            assert!(matches!(decision.reason, Reason::Sticky { .. }));
+        }
+    }
+
+    #[test]
+    fn every_rejected_token_is_reported_and_an_empty_one_is_no_token() {
+        let request = at_now().with("x-canary-token", b"v9.x").with(
+            "cookie",
+            &[b"canary-token=", &token("a.example.com", Variant::Canary, NOW - 1)[..]].concat(),
+        );
+        let decision = decide(&token_route("0"), &request, || 42);
+        assert_eq!(decision.reason, Reason::Random { bucket: 42 });
+        assert_eq!(
+            decision.rejected_tokens,
+            [
+                RejectedToken {
+                    rule: 0,
+                    reason: TokenRejection::UnknownVersion
+                },
+                RejectedToken {
+                    rule: 2,
+                    reason: TokenRejection::Expired { expiry: NOW - 1 }
+                },
+            ]
+        );
+        let empty = at_now().with("x-canary-token", b"").with("cookie", b"canary-token=");
+        assert!(decide(&token_route("0"), &empty, || 42).rejected_tokens.is_empty());
+    }
+
+    #[test]
+    fn the_clock_is_read_only_for_a_genuine_token() {
+        let route = token_route("50");
+        let plain = at_now().with("x-user-id", b"u");
+        decide(&route, &plain, no_random);
+        assert_eq!(
+            *plain.reads.borrow(),
+            ["x-canary-token", "traffic", "cookies", "x-user-id"]
+        );
+
+        let forged = at_now().with("x-canary-token", &token("b.example.com", Variant::Canary, NOW + 9));
+        decide(&route, &forged, || 0);
+        assert!(!forged.reads.borrow().contains(&"clock".to_owned()));
+
+        let genuine = at_now().with("x-canary-token", &token("a.example.com", Variant::Canary, NOW + 9));
+        decide(&route, &genuine, no_random);
+        assert_eq!(*genuine.reads.borrow(), ["x-canary-token", "clock"]);
+    }
+
+    #[test]
+    fn a_config_read_without_its_environment_verifies_no_token() {
+        let json = r#"{"routes": [{"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 0,
+            "pin": [{"token": {"header": "x-canary-token"}}]}]}"#;
+        let config = Config::from_json(json.as_bytes()).expect("valid");
+        let request = at_now().with("x-canary-token", &token("a.example.com", Variant::Canary, NOW + 60));
+        let decision = decide(&config.routes[0], &request, || 0);
+        assert_eq!(decision.variant, Variant::Primary);
+        assert_eq!(
+            decision.rejected_tokens,
+            [RejectedToken {
+                rule: 0,
+                reason: TokenRejection::BadSignature
+            }]
+        );
     }
 
     mod properties {

@@ -7,6 +7,7 @@
 //! routed with its own plugin's configuration.
 
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -39,10 +40,13 @@ impl Context for Plugin {}
 
 impl RootContext for Plugin {
     /// Returning false makes Envoy reject the configuration; the plugin's previous one, if any,
-    /// keeps serving.
+    /// keeps serving. Token pins' keys come from the VM's environment, which Envoy fills from
+    /// the VM config's `environment_variables` (Istio: the WasmPlugin's `vmConfig.env`).
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let json = self.get_plugin_configuration().unwrap_or_default();
-        let configured = Config::from_json(&json)
+        // A value that is not UTF-8 is passed on as such, to be refused as not base64.
+        let env = |name: &str| std::env::var_os(name).map(|value| value.to_string_lossy().into_owned());
+        let configured = Config::from_json_with_env(&json, env)
             .map_err(|error| format!("invalid configuration: {error}"))
             .and_then(|config| {
                 let stats = Stats::define(&config, define_counter, set_gauge)
@@ -144,6 +148,11 @@ impl Stream {
         }
         let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
         count(route_stats.requests(decision.variant, decision.reason));
+        for rejected in &decision.rejected_tokens {
+            if let Some(counter) = route_stats.rejected_tokens(rejected.reason) {
+                count(counter);
+            }
+        }
         self.set_http_request_header_bytes(&config.decision_header, Some(decision.variant.as_str().as_bytes()));
         if let Some(target_host) = &route.target(decision.variant).host {
             if let Some(original) = authority {
@@ -194,5 +203,14 @@ impl RequestView for Request<'_> {
         proxy_wasm::hostcalls::get_property(vec!["source", "address"])
             .ok()
             .flatten()
+    }
+
+    fn unix_time(&self) -> u64 {
+        // The hostcall, not the `Context` method, which unwraps. Without a clock every token
+        // counts as expired: a pin that cannot be checked does not pin.
+        proxy_wasm::hostcalls::get_current_time()
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |since_epoch| since_epoch.as_secs())
     }
 }

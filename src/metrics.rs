@@ -8,6 +8,7 @@
 
 use crate::config::{Config, Variant};
 use crate::decision::Reason;
+use crate::pin_token::TokenRejection;
 
 /// Requests decided, by split host, release and reason.
 pub const REQUESTS: &str = "canary_split_requests_total";
@@ -15,6 +16,9 @@ pub const REQUESTS: &str = "canary_split_requests_total";
 pub const CANARY_WEIGHT: &str = "canary_split_canary_weight_basis_points";
 /// Decision headers sent by clients and replaced or removed, by split host (`*`: any other host).
 pub const SPOOFED_DECISION_HEADERS: &str = "canary_split_spoofed_decision_headers_total";
+/// Pin tokens passed over, by split host and reason (`malformed`, `unknown_version`,
+/// `bad_signature`, `expired`); defined for the hosts that have token pins.
+pub const PIN_TOKENS_REJECTED: &str = "canary_split_pin_tokens_rejected_total";
 /// Configurations each VM accepted or refused (Envoy loads a configuration in every VM: the
 /// main thread's and each worker's).
 pub const CONFIGS_ACCEPTED: &str = "canary_split_configs_accepted_total";
@@ -42,6 +46,8 @@ pub struct RouteStats<Id> {
     primary: ByReason<Id>,
     canary: ByReason<Id>,
     pub spoofed_decision_headers: Id,
+    /// For a route with token pins.
+    rejected_tokens: Option<ByRejection<Id>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -50,6 +56,22 @@ struct ByReason<Id> {
     sticky: Id,
     random: Id,
 }
+
+#[derive(Debug, PartialEq, Eq)]
+struct ByRejection<Id> {
+    malformed: Id,
+    unknown_version: Id,
+    bad_signature: Id,
+    expired: Id,
+}
+
+/// Every rejection reason, as the counters name them.
+const REJECTIONS: [TokenRejection; 4] = [
+    TokenRejection::Malformed,
+    TokenRejection::UnknownVersion,
+    TokenRejection::BadSignature,
+    TokenRejection::Expired { expiry: 0 },
+];
 
 impl<Id: Copy> RouteStats<Id> {
     /// The counter of requests decided for `release` because of `reason`.
@@ -63,6 +85,17 @@ impl<Id: Copy> RouteStats<Id> {
             Reason::Sticky { .. } => by_reason.sticky,
             Reason::Random { .. } => by_reason.random,
         }
+    }
+
+    /// The counter of tokens passed over for `reason`, on a route with token pins.
+    pub fn rejected_tokens(&self, reason: TokenRejection) -> Option<Id> {
+        let by_rejection = self.rejected_tokens.as_ref()?;
+        Some(match reason {
+            TokenRejection::Malformed => by_rejection.malformed,
+            TokenRejection::UnknownVersion => by_rejection.unknown_version,
+            TokenRejection::BadSignature => by_rejection.bad_signature,
+            TokenRejection::Expired { .. } => by_rejection.expired,
+        })
     }
 }
 
@@ -102,10 +135,27 @@ impl<Id: Copy> Stats<Id> {
                 u64::from(route.canary_basis_points),
             )?;
             let spoofed_decision_headers = define_counter(&stat_name(SPOOFED_DECISION_HEADERS, &[("host", host)]))?;
+            let rejected_tokens = if route.has_token_pins() {
+                let [malformed, unknown_version, bad_signature, expired] = REJECTIONS.map(|reason| {
+                    define_counter(&stat_name(
+                        PIN_TOKENS_REJECTED,
+                        &[("host", host), ("reason", reason.as_str())],
+                    ))
+                });
+                Some(ByRejection {
+                    malformed: malformed?,
+                    unknown_version: unknown_version?,
+                    bad_signature: bad_signature?,
+                    expired: expired?,
+                })
+            } else {
+                None
+            };
             routes.push(RouteStats {
                 primary,
                 canary,
                 spoofed_decision_headers,
+                rejected_tokens,
             });
         }
         let elsewhere = stat_name(SPOOFED_DECISION_HEADERS, &[("host", OTHER_HOSTS)]);
@@ -185,6 +235,46 @@ mod tests {
                 (stat_name(CANARY_WEIGHT, &[("host", "b.example.com")]), 10_000)
             ]
         );
+    }
+
+    #[test]
+    fn hosts_with_token_pins_count_rejected_tokens_by_reason() {
+        let config = Config::from_json(
+            br#"{"routes": [{"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 0,
+                             "pin": [{"token": {"header": "x-canary-token"}}]},
+                            {"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 0}]}"#,
+        )
+        .expect("valid");
+        let mut counters: HashMap<String, usize> = HashMap::new();
+        let stats = Stats::define::<()>(
+            &config,
+            |name| {
+                let next = counters.len();
+                Ok(*counters.entry(name.to_owned()).or_insert(next))
+            },
+            |_, _| Ok(()),
+        )
+        .expect("defined");
+        // Each host's 7 plus the spoofs elsewhere, and 4 rejection reasons for a.example.com only.
+        assert_eq!(counters.len(), 2 * 7 + 1 + 4);
+        let rejected = |reason: &str| {
+            Some(counters[&stat_name(PIN_TOKENS_REJECTED, &[("host", "a.example.com"), ("reason", reason)])])
+        };
+        let a = &stats.routes[0];
+        assert_eq!(a.rejected_tokens(TokenRejection::Malformed), rejected("malformed"));
+        assert_eq!(
+            a.rejected_tokens(TokenRejection::UnknownVersion),
+            rejected("unknown_version")
+        );
+        assert_eq!(
+            a.rejected_tokens(TokenRejection::BadSignature),
+            rejected("bad_signature")
+        );
+        assert_eq!(
+            a.rejected_tokens(TokenRejection::Expired { expiry: 9 }),
+            rejected("expired")
+        );
+        assert_eq!(stats.routes[1].rejected_tokens(TokenRejection::Malformed), None);
     }
 
     #[test]

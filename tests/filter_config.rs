@@ -4,7 +4,9 @@
 // Test code: a failed expectation should stop the test.
 #![allow(clippy::panic, clippy::expect_used, clippy::indexing_slicing)]
 
-use canary_split::config::{Config, CONFIG_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS, TARGET_FIELDS};
+use canary_split::config::{
+    Config, CONFIG_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS, TARGET_FIELDS, TOKEN_FIELDS,
+};
 use serde_json::Value;
 
 fn read(path: &str) -> String {
@@ -46,5 +48,6 @@ fn schema_lists_the_fields_the_filter_accepts() {
     assert_eq!(properties("/$defs/route"), sorted(ROUTE_FIELDS));
     assert_eq!(properties("/$defs/target"), sorted(TARGET_FIELDS));
     assert_eq!(properties("/$defs/pin_rule"), sorted(PIN_RULE_FIELDS));
+    assert_eq!(properties("/$defs/pin_token"), sorted(TOKEN_FIELDS));
     assert_eq!(properties("/$defs/sticky"), sorted(STICKY_FIELDS));
 }

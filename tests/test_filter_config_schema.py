@@ -30,6 +30,14 @@ def test_accepts_weights_in_basis_points(weight):
 
 
 @pytest.mark.parametrize("config", [
+    {"routes": [route(pin=[{"token": {"header": "x-canary-token"}}, {"token": {"cookie": "canary-token"}}])]},
+    {"pin_keys_env": "GATEWAY_PIN_KEYS_2", "routes": []},
+], ids=lambda c: json.dumps(c)[:60])
+def test_accepts_token_pins_and_a_keys_variable(config):
+    VALIDATOR.validate(config)
+
+
+@pytest.mark.parametrize("config", [
     {},
     {"routes": [], "extra": 1},
     {"routes": [route(canary_weight=150)]},
@@ -39,6 +47,17 @@ def test_accepts_weights_in_basis_points(weight):
     {"routes": [route(pin=[{"header": "a", "cookie": "b", "value": "v", "to": "canary"}])]},
     {"routes": [route(pin=[{"value": "v", "to": "canary"}])]},
     {"routes": [route(pin=[{"header": "a", "value": "v", "to": "beta"}])]},
+    {"routes": [route(pin=[{"header": "a", "value": "v"}])]},
+    {"routes": [route(pin=[{"token": {"header": "t"}, "to": "canary"}])]},
+    {"routes": [route(pin=[{"token": {"header": "t"}, "value": "v"}])]},
+    {"routes": [route(pin=[{"token": {"header": "t"}, "header": "a", "value": "v", "to": "canary"}])]},
+    {"routes": [route(pin=[{"token": {}}])]},
+    {"routes": [route(pin=[{"token": {"header": "t", "cookie": "t"}}])]},
+    {"routes": [route(pin=[{"token": {"client_ip": True}}])]},
+    {"routes": [route(pin=[{"token": "x-canary-token"}])]},
+    {"pin_keys_env": "1KEYS", "routes": []},
+    {"pin_keys_env": "PIN-KEYS", "routes": []},
+    {"pin_keys_env": "", "routes": []},
     {"routes": [route(sticky={})]},
     {"routes": [route(sticky={"header": "a", "client_ip": True})]},
     {"routes": [route(sticky={"client_ip": False})]},

@@ -2,8 +2,10 @@
 the filter: the WasmPlugin's config passes the filter's own validation, every host it names is
 routed on the gateway the plugin runs on, and no route splits by weight."""
 
+import base64
 import copy
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -19,6 +21,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent / "e2e"))
 from istio_routes import ISTIO_DIR, bound_gateways, gateways_of_plugin, load_manifests, of_kind, wasm_plugin  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The variable token pins take their keys from when the config does not set pin_keys_env.
+PIN_KEYS_ENV = "CANARY_SPLIT_PIN_KEYS"
 CLI = ROOT / "target" / "debug" / "canary-split"
 MANIFESTS = load_manifests()
 SCHEMAS = crd_schemas.validators()
@@ -74,9 +78,17 @@ def test_the_schema_check_allows_null_where_the_schema_is_nullable(tmp_path):
 
 
 def test_plugin_config_passes_the_filters_own_validation():
-    result = subprocess.run([str(CLI), "check", str(ISTIO_DIR / "wasmplugin.yaml")], capture_output=True, text=True)
+    # Without the gateway's keys everything else is checked; with a key, the keys too.
+    env = {name: value for name, value in os.environ.items() if name != PIN_KEYS_ENV}
+    check = [str(CLI), "check", str(ISTIO_DIR / "wasmplugin.yaml")]
+    result = subprocess.run(check, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("WasmPlugin canary-split: ok, 1 route(s)")
+    assert result.stdout.strip().endswith(
+        f"WasmPlugin canary-split: ok, 1 route(s); token pins' keys not checked ({PIN_KEYS_ENV} is not set here)")
+    keyed = {**env, PIN_KEYS_ENV: base64.b64encode(os.urandom(32)).decode()}
+    result = subprocess.run(check, capture_output=True, text=True, env=keyed)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"WasmPlugin canary-split: ok, 1 route(s); token pins' keys in {PIN_KEYS_ENV} ok")
 
 
 def test_the_check_refuses_a_broken_plugin_config(tmp_path):
@@ -246,3 +258,44 @@ def test_the_gateway_patch_exposes_the_filters_stats_with_their_labels():
     stat = "wasmcustom.host=.=a.example.com;.;release=.=canary;.;reason=.=pin;.;canary_split_requests_total"
     assert re.fullmatch(inclusion, stat)
     assert not re.fullmatch(inclusion, "cluster.outbound|80||a.example.com.upstream_rq_total")
+
+
+def pin_keys_problems(manifests: list[dict], patch: dict) -> list[str]:
+    """The variable the filter takes its pin keys from is one the WasmPlugin passes on from the
+    gateway (valueFrom HOST, never a value in the resource), and the gateway patch sets it from a
+    Secret."""
+    plugin = wasm_plugin(manifests)
+    wanted = plugin["spec"]["pluginConfig"].get("pin_keys_env", PIN_KEYS_ENV)
+    problems = []
+    passed_on = {e["name"]: e for e in plugin["spec"].get("vmConfig", {}).get("env", [])}
+    if wanted not in passed_on:
+        problems.append(f"the WasmPlugin's vmConfig.env does not pass {wanted} on to the VM")
+    elif passed_on[wanted].get("valueFrom") != "HOST" or "value" in passed_on[wanted]:
+        problems.append(f"the WasmPlugin sets {wanted} itself instead of taking it from the gateway (valueFrom: HOST)")
+    containers = patch["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for c in containers if c["name"] == "istio-proxy" for e in c.get("env", [])}
+    if "secretKeyRef" not in env.get(wanted, {}).get("valueFrom", {}):
+        problems.append(f"the gateway patch does not set {wanted} on istio-proxy from a Secret")
+    return problems
+
+
+PIN_KEYS_PATCH = yaml.safe_load((ISTIO_DIR / "patches" / "ingressgateway-pin-keys.yaml").read_text())
+
+
+def test_the_pin_keys_come_from_a_secret_on_the_gateway():
+    assert pin_keys_problems(MANIFESTS, PIN_KEYS_PATCH) == []
+
+
+@pytest.mark.parametrize("edit_plugin, edit_patch", [
+    (lambda p: p["spec"].pop("vmConfig"), lambda patch: None),
+    (lambda p: p["spec"]["vmConfig"]["env"][0].update(valueFrom="INLINE", value="a-key"), lambda patch: None),
+    (lambda p: p["spec"]["pluginConfig"].update(pin_keys_env="OTHER_KEYS"), lambda patch: None),
+    (lambda p: None, lambda patch: patch["spec"]["template"]["spec"]["containers"][0].update(name="gateway")),
+    (lambda p: None, lambda patch: patch["spec"]["template"]["spec"]["containers"][0]["env"].__setitem__(
+        0, {"name": PIN_KEYS_ENV, "value": "a-key"})),
+], ids=["not-passed-on", "inline-key", "other-variable", "other-container", "key-in-the-patch"])
+def test_the_pin_keys_check_catches_its_problem(edit_plugin, edit_patch):
+    manifests, patch = copy.deepcopy(MANIFESTS), copy.deepcopy(PIN_KEYS_PATCH)
+    edit_plugin(wasm_plugin(manifests))
+    edit_patch(patch)
+    assert pin_keys_problems(manifests, patch) != []

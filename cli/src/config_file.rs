@@ -25,13 +25,53 @@ pub struct FoundConfig {
 }
 
 impl FoundConfig {
-    /// The filter's own verdict on it, in the filter's words.
+    /// The filter's own verdict on it, in the filter's words. Token pins are checked for their
+    /// form only: their keys live on the gateway (see `parse_with_keys`).
     pub fn parse(&self) -> Result<Config, String> {
         self.json
             .as_ref()
             .map_err(String::clone)
             .and_then(|json| Config::from_json(json).map_err(|e| e.to_string()))
     }
+
+    /// As `parse`, with token pins keyed by `keys` (the value of a key list) or, without, by the
+    /// config's variable if it is set here.
+    pub fn parse_with_keys(&self, keys: Option<&str>) -> Result<Loaded, String> {
+        let config = self.parse()?;
+        if !config.has_token_pins() {
+            return Ok(Loaded {
+                config,
+                keys: Keys::NotNeeded,
+            });
+        }
+        let value = keys
+            .map(str::to_owned)
+            .or_else(|| std::env::var(&config.pin_keys_env).ok());
+        let Some(value) = value else {
+            let keys = Keys::NotHere(config.pin_keys_env.clone());
+            return Ok(Loaded { config, keys });
+        };
+        let json = self.json.as_ref().map_err(String::clone)?;
+        let config = Config::from_json_with_env(json, |_| Some(value)).map_err(|e| e.to_string())?;
+        Ok(Loaded {
+            config,
+            keys: Keys::Loaded,
+        })
+    }
+}
+
+/// A config that passed the filter's validation, and what became of its token pins' keys.
+pub struct Loaded {
+    pub config: Config,
+    pub keys: Keys,
+}
+
+pub enum Keys {
+    /// No token pins.
+    NotNeeded,
+    Loaded,
+    /// Token pins, but the variable they take keys from is not set here: keys live on the gateway.
+    NotHere(String),
 }
 
 pub fn is_yaml(path: &str) -> bool {
@@ -135,18 +175,35 @@ pub fn read_one_config(path: &str, command: &str) -> Result<(FoundConfig, Config
     one_config(path, read_configs(path)?, command)
 }
 
-pub fn one_config(path: &str, mut configs: Vec<FoundConfig>, command: &str) -> Result<(FoundConfig, Config), String> {
+pub fn one_config(path: &str, configs: Vec<FoundConfig>, command: &str) -> Result<(FoundConfig, Config), String> {
+    let found = the_only(path, configs, command)?;
+    let config = found
+        .parse()
+        .map_err(|e| format!("{}: invalid configuration: {e}", found.label))?;
+    Ok((found, config))
+}
+
+/// As `one_config`, with token pins' keys (`FoundConfig::parse_with_keys`).
+pub fn one_config_with_keys(
+    path: &str,
+    configs: Vec<FoundConfig>,
+    command: &str,
+    keys: Option<&str>,
+) -> Result<Loaded, String> {
+    let found = the_only(path, configs, command)?;
+    found
+        .parse_with_keys(keys)
+        .map_err(|e| format!("{}: invalid configuration: {e}", found.label))
+}
+
+fn the_only(path: &str, mut configs: Vec<FoundConfig>, command: &str) -> Result<FoundConfig, String> {
     if configs.len() != 1 {
         return Err(format!(
             "{path}: holds {} configs; {command} needs exactly one",
             configs.len()
         ));
     }
-    let found = configs.remove(0);
-    let config = found
-        .parse()
-        .map_err(|e| format!("{}: invalid configuration: {e}", found.label))?;
-    Ok((found, config))
+    Ok(configs.remove(0))
 }
 
 /// The routes a command works on: the one `--host` names, or else all of them.

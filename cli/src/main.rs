@@ -4,6 +4,7 @@
 //! explain ...        which variant a request gets, and why
 //! status ...         what Prometheus says about each split host
 //! rollout ...        raise canary_weight step by step, judging each step; roll back on failure
+//! token ...          mint a signed pin token
 
 mod config_file;
 mod flags;
@@ -18,18 +19,26 @@ mod weight;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use canary_split::config::{Config, KeySource, Route, Variant, FORWARDED_HOST_HEADER};
+use canary_split::config::{
+    normalized_public_host, Config, KeySource, PinRule, Route, Variant, DEFAULT_PIN_KEYS_ENV, FORWARDED_HOST_HEADER,
+};
 use canary_split::decision::{decide, Reason, RequestView};
+use canary_split::pin_token::PinKeys;
 
-use config_file::{read_configs, read_one_config};
+use config_file::{one_config_with_keys, read_configs, Keys, Loaded};
+use flags::Flags;
 
 const USAGE: &str = "usage:
   canary-split check FILE...
       Validates each filter config: a JSON file, a YAML file whose WasmPlugin documents carry
-      the config as spec.pluginConfig, or an ECDS file. Messages are the filter's own.
+      the config as spec.pluginConfig, or an ECDS file. Messages are the filter's own. Token
+      pins' keys are checked when their variable (pin_keys_env) is set here.
   canary-split explain --config FILE --host HOST [--header 'NAME: VALUE']... [--cookie NAME=VALUE]... [--client-ip ADDR]
-      Says which variant such a request gets, and why.
+                       [--key-file FILE] [--now UNIX_SECONDS]
+      Says which variant such a request gets, and why, and whether a pin token verifies. Keys
+      come from --key-file or the config's pin_keys_env variable; the time from --now or the clock.
   canary-split status --prometheus URL --config FILE [--host HOST] [--primary NAME --canary NAME]
                       [--preset istio|envoy] [--selector MATCHERS] [--window 5m] [--min-requests 100]
       For each split host: the configured and reported weight, requests by reason, and with the
@@ -46,7 +55,10 @@ const USAGE: &str = "usage:
       it within --max-hold. Writes the one canary_weight line of --config (WasmPlugin YAML or JSON),
       or an ECDS file, then runs the --after-write shell command (CANARY_WEIGHT is set) to apply
       it; with --kubectl prints the kubectl patch commands, with --run runs them.
-  NAME is the release's destination_service (istio preset) or envoy_cluster_name (envoy preset).";
+  NAME is the release's destination_service (istio preset) or envoy_cluster_name (envoy preset).
+  canary-split token --host HOST --to primary|canary --ttl DURATION [--key-env NAME | --key-file FILE] [--now UNIX_SECONDS]
+      Prints a pin token for the route with that host, valid for DURATION (90s, 30m, 2h, 7d),
+      signed with the first key of the variable NAME (default CANARY_SPLIT_PIN_KEYS) or of FILE.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +67,7 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "explain" => explain(rest),
         Some((command, rest)) if command == "status" => status::status(rest).map_err(with_usage),
         Some((command, rest)) if command == "rollout" => rollout::rollout(rest).map_err(with_usage),
+        Some((command, rest)) if command == "token" => token(rest),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -83,10 +96,17 @@ fn check(paths: &[String]) -> Result<String, String> {
     let mut failed = false;
     for path in paths {
         for found in read_configs(path)? {
-            let label = &found.label;
-            match found.parse() {
-                Ok(config) => {
-                    let _ = writeln!(report, "{label}: ok, {} route(s)", config.routes.len());
+            let label = found.label.clone();
+            match found.parse_with_keys(None) {
+                Ok(Loaded { config, keys }) => {
+                    let _ = write!(report, "{label}: ok, {} route(s)", config.routes.len());
+                    let _ = match keys {
+                        Keys::NotNeeded => writeln!(report),
+                        Keys::Loaded => writeln!(report, "; token pins' keys in {} ok", config.pin_keys_env),
+                        Keys::NotHere(name) => {
+                            writeln!(report, "; token pins' keys not checked ({name} is not set here)")
+                        }
+                    };
                 }
                 Err(error) => {
                     failed = true;
@@ -109,6 +129,7 @@ struct CommandLineRequest {
     headers: Vec<(String, String)>,
     cookies: Vec<String>,
     client_ip: Option<String>,
+    unix_time: u64,
 }
 
 impl RequestView for CommandLineRequest {
@@ -132,10 +153,48 @@ impl RequestView for CommandLineRequest {
     fn client_address(&self) -> Option<Vec<u8>> {
         self.client_ip.clone().map(String::into_bytes)
     }
+
+    fn unix_time(&self) -> u64 {
+        self.unix_time
+    }
+}
+
+impl CommandLineRequest {
+    /// The header or cookie a token pin reads.
+    fn value(&self, source: &KeySource) -> Option<Vec<u8>> {
+        match source {
+            KeySource::Header(name) => self.header(name),
+            KeySource::Cookie(name) => {
+                let cookies = self.cookies()?;
+                canary_split::cookie::find(&cookies, name.as_bytes()).map(<[u8]>::to_vec)
+            }
+            KeySource::ClientAddress => self.client_address(),
+        }
+    }
+}
+
+/// `--now`, or the clock.
+fn unix_time(now: Option<String>) -> Result<u64, String> {
+    match now {
+        Some(now) => now.parse().map_err(|_| format!("--now {now:?}: expected Unix seconds")),
+        None => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.as_secs())
+            .map_err(|e| format!("the clock is before 1970: {e}")),
+    }
+}
+
+/// A key list read from a file, checked as the filter checks its variable.
+fn read_key_file(path: &str) -> Result<String, String> {
+    let value = std::fs::read_to_string(path).map_err(|e| format!("--key-file {path}: {e}"))?;
+    PinKeys::parse(&value).map_err(|e| e.describe(path))?;
+    Ok(value)
 }
 
 fn explain(args: &[String]) -> Result<String, String> {
     let mut config_path = None;
+    let mut key_file = None;
+    let mut now = None;
     let mut request = CommandLineRequest::default();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -158,16 +217,41 @@ fn explain(args: &[String]) -> Result<String, String> {
             }
             "--cookie" => request.cookies.push(value()?),
             "--client-ip" => request.client_ip = Some(value()?),
+            "--key-file" => key_file = Some(value()?),
+            "--now" => now = Some(value()?),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    request.unix_time = unix_time(now)?;
+    let keys = key_file.as_deref().map(read_key_file).transpose()?;
     let config_path = config_path.ok_or_else(|| format!("--config is required\n{USAGE}"))?;
     let host = request
         .host
         .clone()
         .ok_or_else(|| format!("--host is required\n{USAGE}"))?;
-    let (_, config) = read_one_config(&config_path, "explain")?;
+    let Loaded { config, keys } =
+        one_config_with_keys(&config_path, read_configs(&config_path)?, "explain", keys.as_deref())?;
+    let route = config.route_for_authority(host.as_bytes());
+    if let (Keys::NotHere(name), Some(route)) = (keys, route) {
+        if let Some(source) = carried_token(route, &request) {
+            return Err(format!(
+                "the request carries a pin token in {}, and no key to check it is here: set {name} to the gateway's keys, or pass --key-file",
+                describe(source)
+            ));
+        }
+    }
     Ok(explain_request(&config, &host, &request))
+}
+
+/// Where the first token that a token pin of `route` would read comes from, if the request has one.
+fn carried_token<'r>(route: &'r Route, request: &CommandLineRequest) -> Option<&'r KeySource> {
+    route.pins.iter().find_map(|pin| match pin {
+        PinRule::Token { source } => request
+            .value(source)
+            .is_some_and(|token| !token.is_empty())
+            .then_some(source),
+        PinRule::Value { .. } => None,
+    })
 }
 
 fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) -> String {
@@ -180,16 +264,35 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
     let weight = f64::from(route.canary_basis_points) / 100.0;
     let decision = decide(route, request, || 0);
     let mut out = format!("host {host}: route {} (canary_weight {weight})\n", route.host);
+    for rejected in &decision.rejected_tokens {
+        if let Some(pin) = route.pins.get(rejected.rule) {
+            let _ = writeln!(
+                out,
+                "pin[{}]: the token in {} does not count: {}",
+                rejected.rule,
+                describe(pin.source()),
+                rejected.reason
+            );
+        }
+    }
     match decision.reason {
         Reason::Pinned { rule } => {
             let _ = writeln!(out, "variant: {}", decision.variant.as_str());
-            if let Some(pin) = route.pins.get(rule) {
-                let value = String::from_utf8_lossy(&pin.value);
-                let _ = writeln!(
-                    out,
-                    "why: pinned by pin[{rule}]: {} is {value:?}",
-                    describe(&pin.source)
-                );
+            match route.pins.get(rule) {
+                Some(PinRule::Value { source, value, .. }) => {
+                    let value = String::from_utf8_lossy(value);
+                    let _ = writeln!(out, "why: pinned by pin[{rule}]: {} is {value:?}", describe(source));
+                }
+                Some(PinRule::Token { source }) => {
+                    let _ = writeln!(
+                        out,
+                        "why: pinned by pin[{rule}]: {} carries a token for {} that verifies{}",
+                        describe(source),
+                        decision.variant.as_str(),
+                        token_details(route, source, request)
+                    );
+                }
+                None => {}
             }
             out += &describe_action(config, route, decision.variant);
         }
@@ -224,6 +327,22 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
     out
 }
 
+/// Which key verified the token in `source`, and until when it is valid.
+fn token_details(route: &Route, source: &KeySource, request: &CommandLineRequest) -> String {
+    let verified = request
+        .value(source)
+        .and_then(|token| route.pin_keys.verify(&token, &route.host, || request.unix_time).ok());
+    match verified {
+        Some(verified) => format!(
+            " (key {}; valid until {}, for {} more seconds)",
+            verified.key_number,
+            verified.expiry,
+            verified.expiry - request.unix_time
+        ),
+        None => String::new(),
+    }
+}
+
 fn describe(source: &KeySource) -> String {
     match source {
         KeySource::Header(name) => format!("header {name}"),
@@ -246,4 +365,49 @@ fn describe_action(config: &Config, route: &Route, variant: Variant) -> String {
         );
     }
     action + "\n"
+}
+
+fn token(args: &[String]) -> Result<String, String> {
+    let flags = Flags::parse(
+        args,
+        &["--host", "--to", "--ttl", "--key-env", "--key-file", "--now"],
+        &[],
+    )
+    .map_err(with_usage)?;
+    let host =
+        normalized_public_host(flags.required("--host").map_err(with_usage)?).map_err(|e| format!("--host {e}"))?;
+    let to =
+        Variant::try_from(flags.required("--to").map_err(with_usage)?.to_owned()).map_err(|e| format!("--to {e}"))?;
+    let ttl = flags.required("--ttl").map_err(with_usage)?;
+    let seconds = flags
+        .duration("--ttl")
+        .ok()
+        .flatten()
+        .map(|ttl| ttl.as_secs())
+        .filter(|&seconds| seconds > 0)
+        .ok_or_else(|| format!("--ttl {ttl:?}: expected a duration like 90s, 30m, 2h or 7d"))?;
+    let (key_env, key_file, now) = (
+        flags.get("--key-env").map(str::to_owned),
+        flags.get("--key-file").map(str::to_owned),
+        flags.get("--now").map(str::to_owned),
+    );
+    let (value, subject) = match (key_env, key_file) {
+        (Some(_), Some(_)) => return Err(format!("--key-env and --key-file are exclusive\n{USAGE}")),
+        (None, Some(path)) => (
+            std::fs::read_to_string(&path).map_err(|e| format!("--key-file {path}: {e}"))?,
+            path,
+        ),
+        (name, None) => {
+            let name = name.unwrap_or_else(|| DEFAULT_PIN_KEYS_ENV.to_owned());
+            let value =
+                std::env::var(&name).map_err(|_| format!("{name} is not set: it holds the keys to sign with"))?;
+            (value, name)
+        }
+    };
+    let keys = PinKeys::parse(&value).map_err(|e| e.describe(&subject))?;
+    let expiry = unix_time(now)?
+        .checked_add(seconds)
+        .ok_or_else(|| format!("--ttl {ttl:?} is too long"))?;
+    let token = keys.mint(&host, to, expiry).ok_or("no key to sign with")?;
+    Ok(format!("{token}\n"))
 }

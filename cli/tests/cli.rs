@@ -6,9 +6,16 @@
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
+    run_with_env(args, &[])
+}
+
+/// Runs the tool with only the pin key variables given here.
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_canary-split"))
         .args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env_remove("CANARY_SPLIT_PIN_KEYS")
+        .envs(env.iter().copied())
         .output()
         .expect("runs")
 }
@@ -33,7 +40,8 @@ fn check_accepts_json_and_wasmplugin_yaml() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
         stdout(&output),
-        "filter-config/example.json: ok, 3 route(s)\nistio/wasmplugin.yaml: WasmPlugin canary-split: ok, 1 route(s)\n"
+        "filter-config/example.json: ok, 3 route(s)\nistio/wasmplugin.yaml: WasmPlugin canary-split: ok, 1 route(s); \
+         token pins' keys not checked (CANARY_SPLIT_PIN_KEYS is not set here)\n"
     );
 }
 
@@ -145,6 +153,8 @@ fn usage_errors_exit_non_zero() {
         &["check"],
         &["explain", "--host", "a"],
         &["explain", "--bogus"],
+        &["token", "--host", "a", "--to", "canary"],
+        &["token", "--bogus"],
     ] {
         let output = run(args);
         assert_eq!(output.status.code(), Some(1), "{args:?}");
@@ -340,4 +350,217 @@ fn rollout_and_status_refuse_what_they_cannot_do() {
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert!(stderr(&output).starts_with(expected), "{args:?}: {}", stderr(&output));
     }
+}
+
+/// The bytes 0..32 and 32 bytes of 0xAB, in standard base64, as in src/pin_token.rs.
+const KEY_1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_2: &str = "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=";
+/// The golden token for canary on shop.example.com under KEY_1, expiring at 1900000000.
+const GOLDEN: &str = "v1.canary.1900000000.J8D8x7_fcidAkCA87FHrLguRkpzY6KXI_1nXyZYpc6c";
+
+const TOKEN_CONFIG: &str = r#"{"routes": [{"host": "shop.example.com", "primary": {}, "canary": {}, "canary_weight": 0,
+    "pin": [{"token": {"header": "x-canary-token"}}, {"header": "traffic", "value": "test", "to": "canary"}],
+    "sticky": {"header": "x-user-id"}}]}"#;
+
+#[test]
+fn token_mints_the_documented_token() {
+    let args = [
+        "token",
+        "--host",
+        "Shop.Example.com.",
+        "--to",
+        "canary",
+        "--ttl",
+        "2h",
+        "--now",
+        "1899992800",
+    ];
+    let output = run_with_env(&args, &[("CANARY_SPLIT_PIN_KEYS", &format!("{KEY_1},{KEY_2}"))]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("{GOLDEN}\n"));
+
+    let file = temp_file("keys", &format!("{KEY_1}\n"));
+    let from_file = [
+        "token",
+        "--host",
+        "shop.example.com",
+        "--to",
+        "canary",
+        "--ttl",
+        "7200s",
+        "--now",
+        "1899992800",
+        "--key-file",
+        &file,
+    ];
+    assert_eq!(stdout(&run(&from_file)), format!("{GOLDEN}\n"));
+    let from_env = [
+        "token",
+        "--host",
+        "shop.example.com",
+        "--to",
+        "canary",
+        "--ttl",
+        "120m",
+        "--now",
+        "1899992800",
+        "--key-env",
+        "MY_KEYS",
+    ];
+    assert_eq!(
+        stdout(&run_with_env(&from_env, &[("MY_KEYS", KEY_1)])),
+        format!("{GOLDEN}\n")
+    );
+}
+
+#[test]
+fn token_says_what_is_wrong() {
+    // A flag in `extra` stands in for the default one.
+    let token = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["token"];
+        for (flag, default) in [("--host", "shop.example.com"), ("--to", "canary"), ("--ttl", "1d")] {
+            if !extra.contains(&flag) {
+                args.extend([flag, default]);
+            }
+        }
+        args.extend_from_slice(extra);
+        let output = run_with_env(&args, env);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}");
+        stderr(&output).trim().to_owned()
+    };
+    let key = [("CANARY_SPLIT_PIN_KEYS", KEY_1)];
+    assert_eq!(
+        token(&[], &[]),
+        "CANARY_SPLIT_PIN_KEYS is not set: it holds the keys to sign with"
+    );
+    assert_eq!(
+        token(&[], &[("CANARY_SPLIT_PIN_KEYS", "AAAA")]),
+        "key 1 in CANARY_SPLIT_PIN_KEYS has 3 bytes (at least 32 needed)"
+    );
+    assert_eq!(
+        token(&["--ttl", "soon"], &key),
+        "--ttl \"soon\": expected a duration like 90s, 30m, 2h or 7d"
+    );
+    assert_eq!(
+        token(&["--ttl", "0s"], &key),
+        "--ttl \"0s\": expected a duration like 90s, 30m, 2h or 7d"
+    );
+    assert_eq!(
+        token(&["--to", "beta"], &key),
+        "--to \"beta\" is not \"primary\" or \"canary\""
+    );
+    assert_eq!(
+        token(&["--host", "shop.example.com:443"], &key),
+        "--host \"shop.example.com:443\" must not include a port (ports are ignored when matching)"
+    );
+    let empty = temp_file("empty-keys", "\n");
+    assert_eq!(token(&["--key-file", &empty], &[]), format!("{empty} is empty"));
+}
+
+#[test]
+fn explain_says_whether_a_token_verifies_and_why_not() {
+    let config = temp_file("tokens.json", TOKEN_CONFIG);
+    let explain = |token: &str, now: &str| {
+        let args = [
+            "explain",
+            "--config",
+            &config,
+            "--host",
+            "shop.example.com",
+            "-H",
+            &format!("x-canary-token: {token}"),
+            "-H",
+            "traffic: test",
+            "--now",
+            now,
+        ];
+        let output = run_with_env(&args, &[("CANARY_SPLIT_PIN_KEYS", &format!("{KEY_2},{KEY_1}"))]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let valid = explain(GOLDEN, "1899999000");
+    assert!(
+        valid.contains("variant: canary\nwhy: pinned by pin[0]: header x-canary-token carries a token for canary that verifies (key 2; valid until 1900000000, for 1000 more seconds)\n"),
+        "{valid}"
+    );
+    let expired = explain(GOLDEN, "1900000000");
+    assert!(
+        expired.contains("pin[0]: the token in header x-canary-token does not count: expired at 1900000000 (Unix seconds)\nvariant: canary\nwhy: pinned by pin[1]: header traffic is \"test\""),
+        "{expired}"
+    );
+    let tampered = explain(&GOLDEN.replace("1900000000", "1900000001"), "1");
+    assert!(
+        tampered.contains("does not count: bad signature: no key verifies it for this host (signed for another host, with an unknown key, or altered)"),
+        "{tampered}"
+    );
+    assert!(explain("v2.canary.1.x", "1").contains("does not count: unknown version (this filter reads v1)"));
+    assert!(explain("test", "1").contains("does not count: malformed (expected v1.<release>.<expiry>.<mac>)"));
+}
+
+#[test]
+fn explain_and_check_without_the_keys_here() {
+    let config = temp_file("tokens-unkeyed.json", TOKEN_CONFIG);
+    // A request without a token is explained; one with a token cannot be.
+    let plain = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--host",
+        "shop.example.com",
+        "-H",
+        "x-user-id: alice",
+    ]);
+    assert!(
+        stdout(&plain).contains("why: sticky: header x-user-id"),
+        "{}",
+        stderr(&plain)
+    );
+    let with_token = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--host",
+        "shop.example.com",
+        "-H",
+        &format!("x-canary-token: {GOLDEN}"),
+    ]);
+    assert_eq!(with_token.status.code(), Some(1));
+    assert_eq!(
+        stderr(&with_token).trim(),
+        "the request carries a pin token in header x-canary-token, and no key to check it is here: set CANARY_SPLIT_PIN_KEYS to the gateway's keys, or pass --key-file"
+    );
+    let key_file = temp_file("explain-keys", KEY_1);
+    let keyed = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--host",
+        "shop.example.com",
+        "-H",
+        &format!("x-canary-token: {GOLDEN}"),
+        "--key-file",
+        &key_file,
+        "--now",
+        "1800000000",
+    ]);
+    assert!(stdout(&keyed).contains("why: pinned by pin[0]"), "{}", stderr(&keyed));
+
+    // check validates everything it can, and says whether the keys were checked.
+    let unchecked = run(&["check", &config]);
+    assert!(unchecked.status.success(), "{}", stderr(&unchecked));
+    assert_eq!(
+        stdout(&unchecked),
+        format!("{config}: ok, 1 route(s); token pins' keys not checked (CANARY_SPLIT_PIN_KEYS is not set here)\n")
+    );
+    let checked = run_with_env(&["check", &config], &[("CANARY_SPLIT_PIN_KEYS", KEY_1)]);
+    assert_eq!(
+        stdout(&checked),
+        format!("{config}: ok, 1 route(s); token pins' keys in CANARY_SPLIT_PIN_KEYS ok\n")
+    );
+    let refused = run_with_env(&["check", &config], &[("CANARY_SPLIT_PIN_KEYS", "short")]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused).trim(),
+        format!("{config}: invalid configuration: routes[0].pin[0].token: needs a usable key, but key 1 in CANARY_SPLIT_PIN_KEYS is not standard base64")
+    );
 }

@@ -123,14 +123,19 @@ def catch_all_route() -> dict:
     ])
 
 
-def wasm_filter_config(filter_config: str) -> dict:
+def wasm_filter_config(filter_config: str, vm_environment: dict | None = None) -> dict:
+    """With `vm_environment`, the VM's environment variables as Envoy's `EnvironmentVariables`:
+    `host_env_keys` (names passed on from Envoy's own environment) and `key_values`."""
+    vm_config = {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(MODULE)}}}
+    if vm_environment:
+        vm_config["environment_variables"] = vm_environment
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
             "name": "canary-split",
             "root_id": "canary-split",
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
-            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(MODULE)}}},
+            "vm_config": vm_config,
         },
     }
 
@@ -145,10 +150,11 @@ def write_ecds(path: pathlib.Path, filter_config: str):
 
 
 def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict],
-              ecds_path: pathlib.Path | None = None) -> dict:
+              ecds_path: pathlib.Path | None = None, vm_environment: dict | None = None) -> dict:
     """An Envoy config; with `filter_config` None the gateway runs without the filter, as Istio
     leaves it when a FAIL_OPEN plugin cannot be loaded. With `ecds_path` the filter's config is
-    read from that file (see `write_ecds`) and reloaded when it changes."""
+    read from that file (see `write_ecds`) and reloaded when it changes. `vm_environment`: see
+    `wasm_filter_config`."""
     def cluster(name: str, port: int) -> dict:
         return {
             "name": name,
@@ -165,7 +171,7 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
                 "path": str(ecds_path), "watched_directory": {"path": str(ecds_path.parent)}}},
             "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}
     else:
-        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
+        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config, vm_environment)}
     return {
         "node": {"id": "gateway", "cluster": "canary-split-tests"},  # dynamic config needs a node
         "stats_config": {"stats_tags": [{"tag_name": tag, "regex": f"({tag}=\\.=(.*?);\\.;)"} for tag in STATS_TAGS]},
@@ -216,7 +222,9 @@ def stop_process(process: subprocess.Popen | None):
 class Envoy:
     """One Envoy process; `start()` returns once its listener accepts requests."""
 
-    def __init__(self, config: dict, concurrency: int = 1):
+    def __init__(self, config: dict, concurrency: int = 1, env: dict[str, str] | None = None):
+        """`env`: variables added to Envoy's own environment (the gateway's, in Istio)."""
+        self.env = {**os.environ, **(env or {})}
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="canary-split-envoy-"))
         self.config_path = self.workdir / "envoy.json"
         self.config_path.write_text(json.dumps(config, indent=1))
@@ -235,7 +243,8 @@ class Envoy:
         ]
 
     def start(self, timeout: float = 30.0) -> "Envoy":
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                        env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -250,7 +259,8 @@ class Envoy:
 
     def run_to_exit(self, timeout: float = 30.0) -> int:
         """For configs Envoy must refuse: runs it and returns its exit code."""
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                        env=self.env)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:

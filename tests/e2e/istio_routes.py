@@ -31,6 +31,19 @@ def wasm_plugin(manifests: list[dict]) -> dict:
     return plugin
 
 
+def vm_environment(plugin: dict) -> dict:
+    """The WasmPlugin's `vmConfig.env` as Istio renders it into the VM config's
+    `environment_variables`: `valueFrom: HOST` names a variable passed on from the gateway's own
+    environment (`host_env_keys`), `INLINE` (the default) sets one here (`key_values`)."""
+    environment: dict = {}
+    for variable in plugin["spec"].get("vmConfig", {}).get("env", []):
+        if variable.get("valueFrom", "INLINE") == "HOST":
+            environment.setdefault("host_env_keys", []).append(variable["name"])
+        else:
+            environment.setdefault("key_values", {})[variable["name"]] = variable.get("value", "")
+    return environment
+
+
 def gateways_of_plugin(manifests: list[dict]) -> list[str]:
     """`namespace/name` of every Gateway served by the workloads the WasmPlugin selects."""
     selector = wasm_plugin(manifests)["spec"]["selector"]["matchLabels"]
