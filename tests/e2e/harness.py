@@ -13,10 +13,14 @@ import http.client
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,11 +29,13 @@ MODULE = ROOT / "target" / "wasm32-wasip1" / "release" / "canary_split.wasm"
 ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy"))
 
 DECISION_HEADER = "x-canary-route"
+# A request header that makes the echo upstreams wait this many seconds before they answer.
+UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"
 
 
 class EchoUpstream:
     """An HTTP/1.1 server that answers every request with its own name and the headers it got,
-    adding `response_headers` to its response."""
+    adding `response_headers` to its response, after the delay UPSTREAM_DELAY_HEADER asks for."""
 
     def __init__(self, name: str, response_headers: list[tuple[str, str]] = ()):
         self.name = name
@@ -43,6 +49,7 @@ class EchoUpstream:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
+                time.sleep(float(self.headers.get(UPSTREAM_DELAY_HEADER, 0)))
                 headers = [(k.lower(), v) for k, v in self.headers.raw_items()]
                 body = json.dumps({"upstream": upstream_name, "headers": headers}).encode()
                 self.send_response(200)
@@ -120,32 +127,40 @@ def catch_all_route() -> dict:
     ])
 
 
-def wasm_filter_config(filter_config: str) -> dict:
-    return {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {
-            "name": "canary-split",
-            "root_id": "canary-split",
-            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
-            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(MODULE)}}},
-        },
+def wasm_filter_config(filter_config: str, module: pathlib.Path = MODULE, failure_policy: str | None = None) -> dict:
+    """The Wasm filter running `module`; `failure_policy` is Envoy's (FAIL_OPEN, FAIL_CLOSED,
+    FAIL_RELOAD), which Istio sets from the WasmPlugin's failStrategy. Envoy's default is FAIL_CLOSED."""
+    config = {
+        "name": "canary-split",
+        "root_id": "canary-split",
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(module)}}},
     }
+    if failure_policy:
+        config["failure_policy"] = failure_policy
+    return {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}
 
 
-def write_ecds(path: pathlib.Path, filter_config: str):
+def write_ecds(path: pathlib.Path, filter_config: str, module: pathlib.Path = MODULE, failure_policy: str | None = None):
     """Publishes a filter config the way Istio does (ECDS), through a watched file, atomically."""
-    resource = {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                "name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
+    publish_ecds(path, {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                        "name": "canary-split", "typed_config": wasm_filter_config(filter_config, module, failure_policy)})
+
+
+def publish_ecds(path: pathlib.Path, resource: dict):
+    """Publishes one ECDS resource (a TypedExtensionConfig) through the watched file, atomically."""
     staging = path.with_suffix(".staging")
     staging.write_text(json.dumps({"resources": [resource]}))
     staging.rename(path)
 
 
 def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict],
-              ecds_path: pathlib.Path | None = None) -> dict:
-    """An Envoy config; with `filter_config` None the gateway runs without the filter, as Istio
-    leaves it when a FAIL_OPEN plugin cannot be loaded. With `ecds_path` the filter's config is
-    read from that file (see `write_ecds`) and reloaded when it changes."""
+              ecds_path: pathlib.Path | None = None, module: pathlib.Path = MODULE,
+              failure_policy: str | None = None, listener_port: int = 0) -> dict:
+    """An Envoy config; with `filter_config` None the gateway runs without the filter. With
+    `ecds_path` the filter's config is read from that file (see `write_ecds`) and reloaded when it
+    changes, as Istio delivers it: the filter may also be replaced by an RBAC filter, which is
+    what Istio's agent puts in its place when it cannot fetch the module."""
     def cluster(name: str, port: int) -> dict:
         return {
             "name": name,
@@ -156,20 +171,21 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
         }
 
     if ecds_path:
-        write_ecds(ecds_path, filter_config)
+        write_ecds(ecds_path, filter_config, module, failure_policy)
         wasm_filter = {"name": "canary-split", "config_discovery": {
             "config_source": {"path_config_source": {
                 "path": str(ecds_path), "watched_directory": {"path": str(ecds_path.parent)}}},
-            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                          "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"]}}
     else:
-        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
+        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config, module, failure_policy)}
     return {
         "node": {"id": "gateway", "cluster": "canary-split-tests"},  # dynamic config needs a node
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [{
                 "name": "gateway",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
@@ -209,23 +225,52 @@ def stop_process(process: subprocess.Popen | None):
             process.wait()
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a listener whose port must be known up front."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class HotRestart:
+    """Envoy's hot restart: epoch 0 picks a free base id and writes it to `base_id_path`; a later
+    epoch with the same base id takes over the listeners, and its parent drains for `drain_seconds`
+    and exits after `parent_shutdown_seconds`."""
+    epoch: int
+    base_id_path: pathlib.Path
+    drain_seconds: int = 2
+    parent_shutdown_seconds: int = 6
+
+    def arguments(self) -> list[str]:
+        base_id = (["--use-dynamic-base-id", "--base-id-path", str(self.base_id_path)] if self.epoch == 0
+                   else ["--base-id", self.base_id_path.read_text().strip()])
+        return ["--restart-epoch", str(self.epoch), *base_id, "--drain-time-s", str(self.drain_seconds),
+                "--parent-shutdown-time-s", str(self.parent_shutdown_seconds)]
+
+
 class Envoy:
     """One Envoy process; `start()` returns once its listener accepts requests."""
 
-    def __init__(self, config: dict, concurrency: int = 1):
+    def __init__(self, config: dict, concurrency: int = 1, hot_restart: HotRestart | None = None,
+                 drain_seconds: int | None = None):
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="canary-split-envoy-"))
         self.config_path = self.workdir / "envoy.json"
         self.config_path.write_text(json.dumps(config, indent=1))
         self.admin_address_path = self.workdir / "admin-address"
         self.log_path = self.workdir / "envoy.log"
         self.concurrency = concurrency
+        self.hot_restart = hot_restart
+        self.drain_seconds = drain_seconds
         self.process: subprocess.Popen | None = None
         self.port = 0
 
     def command(self) -> list[str]:
+        restart = self.hot_restart.arguments() if self.hot_restart else ["--disable-hot-restart"]
+        drain = ["--drain-time-s", str(self.drain_seconds)] if self.drain_seconds is not None else []
         return [
             str(ENVOY), "-c", str(self.config_path), "--concurrency", str(self.concurrency),
-            "--admin-address-path", str(self.admin_address_path), "--disable-hot-restart",
+            "--admin-address-path", str(self.admin_address_path), *restart, *drain,
             "--log-level", "warn", "--component-log-level", "wasm:info",
             "--log-path", str(self.log_path),
         ]
@@ -277,6 +322,22 @@ class Envoy:
             if address.get("port_value"):
                 return int(address["port_value"])
         return 0
+
+    def admin(self, path: str, method: str = "GET") -> tuple[int, str]:
+        """One call to the admin interface: its status and body."""
+        admin = self.admin_address_path.read_text().strip()
+        request = urllib.request.Request(f"http://{admin}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def stats(self, pattern: str) -> dict[str, int]:
+        """Envoy's counters and gauges whose names match a regular expression."""
+        status, body = self.admin(f"/stats?filter={urllib.parse.quote(pattern)}")
+        assert status == 200, body
+        return {name: int(value) for name, value in (line.split(": ") for line in body.splitlines())}
 
     def log(self) -> str:
         try:
