@@ -33,6 +33,13 @@ DECISION_HEADER = "x-canary-route"
 UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"
 
 
+class UpstreamServer(ThreadingHTTPServer):
+    # Bursts of new connections (slow requests held open, drains) must not overflow the default
+    # backlog of 5: a dropped connection attempt is retried after Envoy's 1 s connect timeout.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class EchoUpstream:
     """An HTTP/1.1 server that answers every request with its own name and the headers it got,
     adding `response_headers` to its response, after the delay UPSTREAM_DELAY_HEADER asks for."""
@@ -66,8 +73,7 @@ class EchoUpstream:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = UpstreamServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -235,8 +241,8 @@ def free_port() -> int:
 @dataclass
 class HotRestart:
     """Envoy's hot restart: epoch 0 picks a free base id and writes it to `base_id_path`; a later
-    epoch with the same base id takes over the listeners, and its parent drains (for the Envoy's
-    `drain_seconds`) and exits after `parent_shutdown_seconds`."""
+    epoch with the same base id takes over the listeners, and its parent drains (for the parent's
+    `drain_seconds`) and is told to exit after the child's `parent_shutdown_seconds`."""
     epoch: int
     base_id_path: pathlib.Path
     parent_shutdown_seconds: int = 6
