@@ -7,7 +7,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from harness import ENVOY, MODULE, Client, EchoUpstream, Envoy, bootstrap, catch_all_route, split_routes  # noqa: E402
-from istio_routes import gateways_of_plugin, load_manifests, virtual_hosts, wasm_plugin  # noqa: E402
+from istio_routes import RouteTable, gateways_of_plugin, load_manifests, route_table_serving, wasm_plugin  # noqa: E402
 
 
 def pytest_sessionstart(session):
@@ -52,16 +52,17 @@ def gateway(upstreams):
 
 
 def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, concurrency: int = 1,
-                     plugin_config: dict | None = None) -> Envoy:
-    """An Envoy running what istio/ deploys: the WasmPlugin's config and the VirtualServices on
-    its gateway. Each destination service goes to the local server of its release, found by
-    name (`sklearn-primary-predictor...` -> `primary`)."""
-    manifests = load_manifests()
-    (gateway,) = gateways_of_plugin(manifests)
-    hosts, clusters = virtual_hosts(manifests, gateway)
+                     plugin_config: dict | None = None, manifests: list[dict] | None = None,
+                     route_table: RouteTable | None = None) -> Envoy:
+    """An Envoy running what istio/ (or `manifests`) deploys: the WasmPlugin's config, and the
+    route table that serves its public host over HTTPS (or `route_table`), as Istio renders the
+    VirtualServices on its gateway. Each destination service goes to the local server of its
+    release, found by name (`sklearn-primary-predictor...` -> `primary`)."""
+    manifests = manifests or load_manifests()
+    config = plugin_config or wasm_plugin(manifests)["spec"]["pluginConfig"]
+    table = route_table or route_table_serving(manifests, gateways_of_plugin(manifests), config["routes"][0]["host"])
     ports = {}
-    for cluster in clusters:
+    for cluster in table.clusters:
         (release,) = [r for r in port_of_release if f"-{r}-" in cluster]
         ports[cluster] = port_of_release[release]
-    config = plugin_config or wasm_plugin(manifests)["spec"]["pluginConfig"]
-    return Envoy(bootstrap(json.dumps(config) if with_filter else None, ports, hosts), concurrency)
+    return Envoy(bootstrap(json.dumps(config) if with_filter else None, ports, table.virtual_hosts), concurrency)
