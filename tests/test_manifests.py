@@ -83,6 +83,14 @@ def test_plugin_config_passes_the_filters_own_validation():
     assert result.stdout.strip().endswith("WasmPlugin canary-split: ok, 1 route(s)")
 
 
+def test_authority_mode_works_behind_the_shipped_gateway():
+    # Given the Gateway and VirtualServices too, the check finds the public host's route tables.
+    result = subprocess.run([str(CLI), "check", *map(str, sorted(ISTIO_DIR.glob("*.yaml")))], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "routes[0]: authority mode: every route table that serves sklearn-predictor-models.example.com" in result.stdout
+
+
 def test_the_check_refuses_a_broken_plugin_config(tmp_path):
     plugin = copy.deepcopy(wasm_plugin(MANIFESTS))
     plugin["spec"]["pluginConfig"]["routes"][0]["canary_weight"] = 150

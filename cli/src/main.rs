@@ -1,19 +1,26 @@
 //! `canary-split`: the operator's view of the filter, built from the same core.
 //!
-//! check FILE...      validate filter configs (JSON, or the pluginConfig of WasmPlugin YAML)
+//! check FILE...      validate filter configs (JSON, or the pluginConfig of WasmPlugin YAML), and
+//!                    check authority mode against the Gateways and VirtualServices given
 //! explain ...        which variant a request gets, and why
 
+mod gateway;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use canary_split::config::{Config, KeySource, Route, Variant, FORWARDED_HOST_HEADER};
 use canary_split::decision::{decide, Reason, RequestView};
+use gateway::Routing;
 use serde_json::Value;
 
 const USAGE: &str = "usage:
   canary-split check FILE...
       Validates each filter config: a JSON file, or a YAML file whose WasmPlugin documents
-      carry the config as spec.pluginConfig. Messages are the filter's own.
+      carry the config as spec.pluginConfig. Messages are the filter's own. Given the Gateways
+      and VirtualServices too (e.g. check istio/*.yaml), it also checks that every route in
+      authority mode can reach its release hosts from its public host's route table.
   canary-split explain --config FILE --host HOST [--header 'NAME: VALUE']... [--cookie NAME=VALUE]... [--client-ip ADDR]
       Says which variant such a request gets, and why.";
 
@@ -37,10 +44,11 @@ fn main() -> ExitCode {
 }
 
 /// One filter config found in a file, as the JSON the filter would be given, with a label saying
-/// where it came from.
+/// where it came from and, for a WasmPlugin, the workload labels it selects.
 struct FoundConfig {
     label: String,
     json: Result<Vec<u8>, String>,
+    selector: Option<BTreeMap<String, String>>,
 }
 
 impl FoundConfig {
@@ -51,56 +59,94 @@ impl FoundConfig {
     }
 }
 
-fn read_configs(path: &str) -> Result<Vec<FoundConfig>, String> {
+/// Everything `check` reads from its files: filter configs, and the routing they run behind.
+#[derive(Default)]
+struct Manifests {
+    configs: Vec<FoundConfig>,
+    routing: Routing,
+}
+
+fn read_file(path: &str, manifests: &mut Manifests) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
-        return Ok(vec![FoundConfig {
+        manifests.configs.push(FoundConfig {
             label: path.to_owned(),
             json: Ok(bytes),
-        }]);
+            selector: None,
+        });
+        return Ok(());
     }
     let text = String::from_utf8(bytes).map_err(|e| format!("{path}: {e}"))?;
-    let mut found = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
         let document: Value = serde::Deserialize::deserialize(document)
             .map_err(|e| format!("{path}: document {index} is not valid YAML: {e}"))?;
-        if document.get("kind").and_then(Value::as_str) != Some("WasmPlugin") {
-            continue;
+        match document.get("kind").and_then(Value::as_str) {
+            Some("WasmPlugin") => manifests.configs.push(wasm_plugin_config(path, &document)),
+            Some("Gateway") => manifests.routing.add_gateway(&document, path)?,
+            Some("VirtualService") => manifests.routing.add_virtual_service(&document, path)?,
+            _ => {}
         }
-        let name = document
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        // Istio hands the filter the pluginConfig as JSON.
-        let json = document
-            .pointer("/spec/pluginConfig")
-            .ok_or_else(|| "spec.pluginConfig: missing".to_owned())
-            .and_then(|config| serde_json::to_vec(config).map_err(|e| e.to_string()));
-        found.push(FoundConfig {
-            label: format!("{path}: WasmPlugin {name}"),
-            json,
+    }
+    Ok(())
+}
+
+fn wasm_plugin_config(path: &str, document: &Value) -> FoundConfig {
+    let name = document
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    // Istio hands the filter the pluginConfig as JSON.
+    let json = document
+        .pointer("/spec/pluginConfig")
+        .ok_or_else(|| "spec.pluginConfig: missing".to_owned())
+        .and_then(|config| serde_json::to_vec(config).map_err(|e| e.to_string()));
+    let selector = document
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
         });
+    FoundConfig {
+        label: format!("{path}: WasmPlugin {name}"),
+        json,
+        selector,
     }
-    if found.is_empty() {
-        return Err(format!("{path}: no WasmPlugin document"));
+}
+
+fn read_manifests(paths: &[String]) -> Result<Manifests, String> {
+    let mut manifests = Manifests::default();
+    for path in paths {
+        read_file(path, &mut manifests)?;
     }
-    Ok(found)
+    if manifests.configs.is_empty() {
+        return Err(format!("{}: no WasmPlugin document", paths.join(", ")));
+    }
+    Ok(manifests)
 }
 
 fn check(paths: &[String]) -> Result<String, String> {
+    let Manifests { configs, routing } = read_manifests(paths)?;
     let mut report = String::new();
     let mut failed = false;
-    for path in paths {
-        for found in read_configs(path)? {
-            let label = found.label.clone();
-            match found.parse() {
-                Ok(config) => {
-                    let _ = writeln!(report, "{label}: ok, {} route(s)", config.routes.len());
+    for found in configs {
+        let label = found.label.clone();
+        let selector = found.selector.clone();
+        match found.parse() {
+            Ok(config) => {
+                let _ = writeln!(report, "{label}: ok, {} route(s)", config.routes.len());
+                if routing.has_gateways() {
+                    for finding in routing.check_authority_mode(&config, selector.as_ref()) {
+                        failed |= finding.problem;
+                        let _ = writeln!(report, "{label}: routes[{}]: {}", finding.route, finding.message);
+                    }
                 }
-                Err(error) => {
-                    failed = true;
-                    let _ = writeln!(report, "{label}: invalid configuration: {error}");
-                }
+            }
+            Err(error) => {
+                failed = true;
+                let _ = writeln!(report, "{label}: invalid configuration: {error}");
             }
         }
     }
@@ -175,7 +221,7 @@ fn explain(args: &[String]) -> Result<String, String> {
         .host
         .clone()
         .ok_or_else(|| format!("--host is required\n{USAGE}"))?;
-    let mut configs = read_configs(&config_path)?;
+    let mut configs = read_manifests(std::slice::from_ref(&config_path))?.configs;
     if configs.len() != 1 {
         return Err(format!(
             "{config_path}: holds {} configs; explain needs exactly one",
