@@ -35,7 +35,8 @@ UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"
 
 class UpstreamServer(ThreadingHTTPServer):
     # Bursts of new connections (slow requests held open, drains) must not overflow the default
-    # backlog of 5: a dropped connection attempt is retried after Envoy's 1 s connect timeout.
+    # backlog of 5: the kernel retries a dropped connection attempt only after a second, by when
+    # Envoy's 1 s connect timeout has answered the request with a 503.
     request_queue_size = 128
     daemon_threads = True
 
