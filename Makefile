@@ -47,6 +47,7 @@ lint: rust-targets
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p canary-split --lib --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p canary-split --lib --target wasm32-wasip1 --features crash-trigger -- -D warnings
 
 test-rust:
 	cargo test --workspace

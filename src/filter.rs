@@ -129,6 +129,8 @@ impl Stream {
         // HTTP token before a filter runs (tests/e2e/test_header_names.py proves it).
         let headers = self.get_http_request_headers_bytes();
         let request = Request { headers: &headers };
+        #[cfg(feature = "crash-trigger")]
+        crash_if_asked(&request);
         let authority = request.first(":authority");
         let spoofed = request.first(&config.decision_header).is_some();
         let split = authority.and_then(|a| config.route_index(a)).and_then(|index| {
@@ -160,6 +162,15 @@ impl Stream {
             }
             self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
         }
+    }
+}
+
+/// Test builds only: a request with this header crashes the VM, as a bug would.
+#[cfg(feature = "crash-trigger")]
+#[allow(clippy::panic, reason = "the crash is the point of this test-only feature")]
+fn crash_if_asked(request: &Request) {
+    if request.first("x-canary-split-test-crash").is_some() {
+        panic!("crash requested by the test header x-canary-split-test-crash");
     }
 }
 

@@ -2,6 +2,8 @@
 //! YAML file, or the Wasm filter of each resource in an ECDS file (what Envoy watches when it
 //! reads its filter config from a file, as the tests and the local demo do).
 
+use std::collections::BTreeMap;
+
 use canary_split::config::{Config, Route};
 use serde_json::Value;
 
@@ -22,6 +24,8 @@ pub struct FoundConfig {
     pub label: String,
     pub origin: Origin,
     pub json: Result<Vec<u8>, String>,
+    /// For a WasmPlugin, the workload labels it selects (`spec.selector.matchLabels`).
+    pub selector: Option<BTreeMap<String, String>>,
 }
 
 impl FoundConfig {
@@ -96,51 +100,69 @@ pub fn parse_configs(path: &str, bytes: Vec<u8>) -> Result<Vec<FoundConfig>, Str
             label: path.to_owned(),
             origin: Origin::Json,
             json: Ok(bytes),
+            selector: None,
         }]),
     }
 }
 
-/// The WasmPlugin documents of a YAML file, in order (JSON is YAML too).
-fn wasm_plugin_documents(path: &str, text: &str) -> Result<Vec<Value>, String> {
-    let mut plugins = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let document: Value = serde::Deserialize::deserialize(document)
-            .map_err(|e| format!("{path}: document {index} is not valid YAML: {e}"))?;
-        if document.get("kind").and_then(Value::as_str) == Some("WasmPlugin") {
-            plugins.push(document);
-        }
-    }
-    Ok(plugins)
+/// The documents of a YAML file, in order (JSON is YAML too).
+pub fn yaml_documents(path: &str, text: &str) -> Result<Vec<Value>, String> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .enumerate()
+        .map(|(index, document)| {
+            serde::Deserialize::deserialize(document)
+                .map_err(|e| format!("{path}: document {index} is not valid YAML: {e}"))
+        })
+        .collect()
+}
+
+pub fn is_kind(document: &Value, kind: &str) -> bool {
+    document.get("kind").and_then(Value::as_str) == Some(kind)
 }
 
 fn wasm_plugin_configs(path: &str, text: &str) -> Result<Vec<FoundConfig>, String> {
-    let mut found = Vec::new();
-    for document in wasm_plugin_documents(path, text)? {
-        let metadata = |field: &str| {
-            document
-                .pointer(&format!("/metadata/{field}"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let name = metadata("name").unwrap_or_else(|| "?".to_owned());
-        // Istio hands the filter the pluginConfig as JSON.
-        let json = document
-            .pointer("/spec/pluginConfig")
-            .ok_or_else(|| "spec.pluginConfig: missing".to_owned())
-            .and_then(|config| serde_json::to_vec(config).map_err(|e| e.to_string()));
-        found.push(FoundConfig {
-            label: format!("{path}: WasmPlugin {name}"),
-            origin: Origin::WasmPlugin {
-                name,
-                namespace: metadata("namespace"),
-            },
-            json,
-        });
-    }
+    let found: Vec<FoundConfig> = yaml_documents(path, text)?
+        .iter()
+        .filter(|document| is_kind(document, "WasmPlugin"))
+        .map(|document| wasm_plugin_config(path, document))
+        .collect();
     if found.is_empty() {
         return Err(format!("{path}: no WasmPlugin document"));
     }
     Ok(found)
+}
+
+pub fn wasm_plugin_config(path: &str, document: &Value) -> FoundConfig {
+    let metadata = |field: &str| {
+        document
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let name = metadata("name").unwrap_or_else(|| "?".to_owned());
+    // Istio hands the filter the pluginConfig as JSON.
+    let json = document
+        .pointer("/spec/pluginConfig")
+        .ok_or_else(|| "spec.pluginConfig: missing".to_owned())
+        .and_then(|config| serde_json::to_vec(config).map_err(|e| e.to_string()));
+    let selector = document
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        });
+    FoundConfig {
+        label: format!("{path}: WasmPlugin {name}"),
+        origin: Origin::WasmPlugin {
+            name,
+            namespace: metadata("namespace"),
+        },
+        json,
+        selector,
+    }
 }
 
 /// Where an ECDS resource keeps the Wasm filter's config, as a JSON string.
@@ -161,6 +183,7 @@ fn ecds_configs(path: &str, file: &serde_json::Map<String, Value>) -> Result<Vec
                 label: format!("{path}: ECDS resource {name}"),
                 origin: Origin::Ecds { resource: index },
                 json: Ok(configuration.as_bytes().to_vec()),
+                selector: None,
             })
         })
         .collect();

@@ -1,6 +1,7 @@
 //! `canary-split`: the operator's view of the filter, built from the same core.
 //!
-//! check FILE...      validate filter configs (JSON, the pluginConfig of WasmPlugin YAML, or ECDS)
+//! check FILE...      validate filter configs (JSON, the pluginConfig of WasmPlugin YAML, or ECDS),
+//!                    and authority mode against the Gateways and VirtualServices given
 //! explain ...        which variant a request gets, and why
 //! status ...         what Prometheus says about each split host
 //! rollout ...        raise canary_weight step by step, judging each step; roll back on failure
@@ -8,6 +9,7 @@
 
 mod config_file;
 mod flags;
+mod gateway;
 mod judge;
 mod preset;
 mod prometheus;
@@ -27,14 +29,17 @@ use canary_split::config::{
 use canary_split::decision::{decide, Reason, RequestView};
 use canary_split::pin_token::PinKeys;
 
-use config_file::{one_config_with_keys, read_configs, Keys, Loaded};
+use config_file::{is_kind, is_yaml, one_config_with_keys, read_configs, FoundConfig, Keys, Loaded};
 use flags::Flags;
+use gateway::Routing;
 
 const USAGE: &str = "usage:
   canary-split check FILE...
       Validates each filter config: a JSON file, a YAML file whose WasmPlugin documents carry
       the config as spec.pluginConfig, or an ECDS file. Messages are the filter's own. Token
-      pins' keys are checked when their variable (pin_keys_env) is set here.
+      pins' keys are checked when their variable (pin_keys_env) is set here. Given the Gateways
+      and VirtualServices too (e.g. check istio/*.yaml), it also checks that every route in
+      authority mode can reach its release hosts from its public host's route table.
   canary-split explain --config FILE --host HOST [--header 'NAME: VALUE']... [--cookie NAME=VALUE]... [--client-ip ADDR]
                        [--key-file FILE] [--now UNIX_SECONDS]
       Says which variant such a request gets, and why, and whether a pin token verifies. Keys
@@ -91,27 +96,61 @@ fn with_usage(message: String) -> String {
     }
 }
 
+/// Everything `check` reads from its files: filter configs, and the routing they run behind.
+#[derive(Default)]
+struct Manifests {
+    configs: Vec<FoundConfig>,
+    routing: Routing,
+}
+
+fn read_manifests(paths: &[String]) -> Result<Manifests, String> {
+    let mut manifests = Manifests::default();
+    for path in paths {
+        if !is_yaml(path) {
+            manifests.configs.extend(read_configs(path)?);
+            continue;
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        for document in config_file::yaml_documents(path, &text)? {
+            if is_kind(&document, "WasmPlugin") {
+                manifests.configs.push(config_file::wasm_plugin_config(path, &document));
+            } else if is_kind(&document, "Gateway") {
+                manifests.routing.add_gateway(&document, path)?;
+            } else if is_kind(&document, "VirtualService") {
+                manifests.routing.add_virtual_service(&document, path)?;
+            }
+        }
+    }
+    if manifests.configs.is_empty() {
+        return Err(format!("{}: no WasmPlugin document", paths.join(", ")));
+    }
+    Ok(manifests)
+}
+
 fn check(paths: &[String]) -> Result<String, String> {
+    let Manifests { configs, routing } = read_manifests(paths)?;
     let mut report = String::new();
     let mut failed = false;
-    for path in paths {
-        for found in read_configs(path)? {
-            let label = found.label.clone();
-            match found.parse_with_keys(None) {
-                Ok(Loaded { config, keys }) => {
-                    let _ = write!(report, "{label}: ok, {} route(s)", config.routes.len());
-                    let _ = match keys {
-                        Keys::NotNeeded => writeln!(report),
-                        Keys::Loaded => writeln!(report, "; token pins' keys in {} ok", config.pin_keys_env),
-                        Keys::NotHere(name) => {
-                            writeln!(report, "; token pins' keys not checked ({name} is not set here)")
-                        }
-                    };
+    for found in configs {
+        let label = &found.label;
+        match found.parse_with_keys(None) {
+            Ok(Loaded { config, keys }) => {
+                let _ = write!(report, "{label}: ok, {} route(s)", config.routes.len());
+                let _ = match keys {
+                    Keys::NotNeeded => writeln!(report),
+                    Keys::Loaded => writeln!(report, "; token pins' keys in {} ok", config.pin_keys_env),
+                    Keys::NotHere(name) => writeln!(report, "; token pins' keys not checked ({name} is not set here)"),
+                };
+                if routing.has_gateways() {
+                    for finding in routing.check_authority_mode(&config, found.selector.as_ref()) {
+                        failed |= finding.problem;
+                        let _ = writeln!(report, "{label}: routes[{}]: {}", finding.route, finding.message);
+                    }
                 }
-                Err(error) => {
-                    failed = true;
-                    let _ = writeln!(report, "{label}: invalid configuration: {error}");
-                }
+            }
+            Err(error) => {
+                failed = true;
+                let _ = writeln!(report, "{label}: invalid configuration: {error}");
             }
         }
     }

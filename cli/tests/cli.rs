@@ -564,3 +564,138 @@ fn explain_and_check_without_the_keys_here() {
         format!("{config}: invalid configuration: routes[0].pin[0].token: needs a usable key, but key 1 in CANARY_SPLIT_PIN_KEYS is not standard base64")
     );
 }
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR")))
+        .expect("reads a file of the repository")
+}
+
+/// Every YAML file in istio/, as `canary-split check istio/*.yaml` passes them.
+fn istio_manifests() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../istio");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("lists istio/")
+        .map(|entry| format!("istio/{}", entry.expect("entry").file_name().to_string_lossy()))
+        .filter(|name| name.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+const SPLIT_GATEWAY: &str = "tests/fixtures/split-gateway.yaml";
+const ROUTE_OK: &str = "istio/wasmplugin.yaml: WasmPlugin canary-split: routes[0]: authority mode: every route table \
+    that serves sklearn-predictor-models.example.com serves its release hosts too \
+    (http.80, https.443.https.models-gateway.models)\n";
+
+#[test]
+fn check_accepts_authority_mode_behind_the_shipped_gateway() {
+    let mut args = vec!["check".to_owned()];
+    args.extend(istio_manifests());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("istio/wasmplugin.yaml: WasmPlugin canary-split: ok, 1 route(s); token pins' keys not checked (CANARY_SPLIT_PIN_KEYS is not set here)\n{ROUTE_OK}")
+    );
+}
+
+#[test]
+fn check_refuses_authority_mode_when_the_public_host_has_a_gateway_server_of_its_own() {
+    let output = run(&[
+        "check",
+        "istio/wasmplugin.yaml",
+        "istio/virtualservices.yaml",
+        SPLIT_GATEWAY,
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let expected = "istio/wasmplugin.yaml: WasmPlugin canary-split: routes[0]: authority mode cannot work \
+        behind route table https.443.https-public.models-gateway.models (models/models-gateway servers[1]): \
+        it serves sklearn-predictor-models.example.com but not sklearn-primary-predictor-models.example.com \
+        and sklearn-canary-predictor-models.example.com, so every request the filter rewrites there ends in 404. \
+        Istio gives each HTTPS server its own route table: serve the public host and its release hosts from one \
+        Gateway server (one certificate for all of them), or use header mode (no \"host\" in primary and canary; \
+        the public host's routes match x-canary-route)";
+    assert!(
+        stderr(&output).lines().any(|line| line == expected),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn check_names_only_the_release_hosts_missing_from_the_public_hosts_table() {
+    // The canary's host on an HTTPS server of its own; primary's shares the public host's.
+    let gateway = repo_file("istio/gateway.yaml");
+    let shared = "    - models/sklearn-primary-predictor-models.example.com\n    - models/sklearn-canary-predictor-models.example.com\n    tls:\n      mode: SIMPLE";
+    assert!(gateway.contains(shared), "istio/gateway.yaml changed: update the test");
+    let split = gateway.replacen(
+        shared,
+        "    - models/sklearn-primary-predictor-models.example.com\n    tls:\n      mode: SIMPLE\n      credentialName: models-example-com-tls\n  - port: { number: 443, name: https-canary, protocol: HTTPS }\n    hosts:\n    - models/sklearn-canary-predictor-models.example.com\n    tls:\n      mode: SIMPLE",
+        1,
+    );
+    let split = temp_file("canary-on-its-own.yaml", &split);
+    let output = run(&["check", "istio/wasmplugin.yaml", "istio/virtualservices.yaml", &split]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(
+            "behind route table https.443.https.models-gateway.models (models/models-gateway servers[1]): it serves \
+             sklearn-predictor-models.example.com but not sklearn-canary-predictor-models.example.com, so"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains("https-canary.models-gateway.models ("),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn check_accepts_header_mode_behind_a_split_gateway() {
+    let plugin = repo_file("istio/wasmplugin.yaml");
+    let authority = "      primary: { host: sklearn-primary-predictor-models.example.com }\n      canary: { host: sklearn-canary-predictor-models.example.com }\n";
+    assert!(
+        plugin.contains(authority),
+        "istio/wasmplugin.yaml changed: update the test"
+    );
+    let plugin = temp_file(
+        "header-mode.yaml",
+        &plugin.replacen(authority, "      primary: {}\n      canary: {}\n", 1),
+    );
+    let output = run(&["check", &plugin, "istio/virtualservices.yaml", SPLIT_GATEWAY]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "{plugin}: WasmPlugin canary-split: ok, 1 route(s); token pins' keys not checked \
+             (CANARY_SPLIT_PIN_KEYS is not set here)\n"
+        )
+    );
+}
+
+#[test]
+fn check_says_when_no_gateway_it_was_given_serves_the_public_host() {
+    // Without the VirtualServices no route table holds any host.
+    let output = run(&["check", "istio/wasmplugin.yaml", "istio/gateway.yaml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(
+            "routes[0]: authority mode: none of the Gateways given serves sklearn-predictor-models.example.com: no \
+             VirtualService bound to them routes it on a server that admits it (give the VirtualServices too)"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    // A Gateway the plugin does not run on (another selector) serves nothing either.
+    let other = repo_file("istio/gateway.yaml").replacen("istio: ingressgateway", "istio: other-gateway", 1);
+    let other = temp_file("other-gateway.yaml", &other);
+    let output = run(&["check", "istio/wasmplugin.yaml", "istio/virtualservices.yaml", &other]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("none of the Gateways given serves"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -8,7 +8,8 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from harness import ENVOY, MODULE, Client, EchoUpstream, Envoy, bootstrap, catch_all_route, split_routes  # noqa: E402
-from istio_routes import gateways_of_plugin, load_manifests, virtual_hosts, vm_environment, wasm_plugin  # noqa: E402
+from istio_routes import (  # noqa: E402
+    RouteTable, gateways_of_plugin, load_manifests, route_table_serving, vm_environment, wasm_plugin)
 from pin_token import encode_keys  # noqa: E402
 
 
@@ -54,23 +55,24 @@ def gateway(upstreams):
 
 
 def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, concurrency: int = 1,
-                     plugin_config: dict | None = None, gateway_env: dict[str, str] | None = None) -> Envoy:
-    """An Envoy running what istio/ deploys: the WasmPlugin's config and VM environment, and the
-    VirtualServices on its gateway. Each destination service goes to the local server of its
-    release, found by name (`sklearn-primary-predictor...` -> `primary`). `gateway_env` is the
-    gateway's own environment, where the plugin's HOST variables come from (the pin keys, from a
-    Secret in Istio); by default each gets a fresh random key."""
-    manifests = load_manifests()
-    (gateway,) = gateways_of_plugin(manifests)
-    hosts, clusters = virtual_hosts(manifests, gateway)
-    ports = {}
-    for cluster in clusters:
-        (release,) = [r for r in port_of_release if f"-{r}-" in cluster]
-        ports[cluster] = port_of_release[release]
+                     plugin_config: dict | None = None, manifests: list[dict] | None = None,
+                     route_table: RouteTable | None = None, gateway_env: dict[str, str] | None = None) -> Envoy:
+    """An Envoy running what istio/ (or `manifests`) deploys: the WasmPlugin's config and VM
+    environment, and the route table that serves its public host over HTTPS (or `route_table`), as
+    Istio renders the VirtualServices on its gateway. Each destination service goes to the local
+    server of its release, found by name (`sklearn-primary-predictor...` -> `primary`).
+    `gateway_env` is the gateway's own environment, where the plugin's HOST variables come from
+    (the pin keys, from a Secret in Istio); by default each gets a fresh random key."""
+    manifests = manifests or load_manifests()
     plugin = wasm_plugin(manifests)
     config = plugin_config or plugin["spec"]["pluginConfig"]
+    table = route_table or route_table_serving(manifests, gateways_of_plugin(manifests), config["routes"][0]["host"])
+    ports = {}
+    for cluster in table.clusters:
+        (release,) = [r for r in port_of_release if f"-{r}-" in cluster]
+        ports[cluster] = port_of_release[release]
     environment = vm_environment(plugin)
     if gateway_env is None:
         gateway_env = {name: encode_keys(os.urandom(32)) for name in environment.get("host_env_keys", [])}
-    return Envoy(bootstrap(json.dumps(config) if with_filter else None, ports, hosts, vm_environment=environment),
-                 concurrency, env=gateway_env)
+    return Envoy(bootstrap(json.dumps(config) if with_filter else None, ports, table.virtual_hosts,
+                           vm_environment=environment), concurrency, env=gateway_env)

@@ -13,10 +13,14 @@ import http.client
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,10 +33,21 @@ DECISION_HEADER = "x-canary-route"
 # them with these regexes, as Istio does for the gateway's `extraStatTags`.
 STATS_TAGS = ("host", "release", "reason")
 
+# A request header that makes the echo upstreams wait this many seconds before they answer.
+UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"
+
+
+class UpstreamServer(ThreadingHTTPServer):
+    # Bursts of new connections (slow requests held open, drains) must not overflow the default
+    # backlog of 5: the kernel retries a dropped connection attempt only after a second, by when
+    # Envoy's 1 s connect timeout has answered the request with a 503.
+    request_queue_size = 128
+    daemon_threads = True
+
 
 class EchoUpstream:
     """An HTTP/1.1 server that answers every request with its own name and the headers it got,
-    adding `response_headers` to its response."""
+    adding `response_headers` to its response, after the delay UPSTREAM_DELAY_HEADER asks for."""
 
     def __init__(self, name: str, response_headers: list[tuple[str, str]] = ()):
         self.name = name
@@ -46,6 +61,7 @@ class EchoUpstream:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
+                time.sleep(float(self.headers.get(UPSTREAM_DELAY_HEADER, 0)))
                 headers = [(k.lower(), v) for k, v in self.headers.raw_items()]
                 body = json.dumps({"upstream": upstream_name, "headers": headers}).encode()
                 self.send_response(200)
@@ -62,8 +78,7 @@ class EchoUpstream:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = UpstreamServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -123,37 +138,45 @@ def catch_all_route() -> dict:
     ])
 
 
-def wasm_filter_config(filter_config: str, vm_environment: dict | None = None) -> dict:
-    """With `vm_environment`, the VM's environment variables as Envoy's `EnvironmentVariables`:
+def wasm_filter_config(filter_config: str, module: pathlib.Path = MODULE, failure_policy: str | None = None,
+                       vm_environment: dict | None = None) -> dict:
+    """The Wasm filter running `module`; `failure_policy` is Envoy's (FAIL_OPEN, FAIL_CLOSED,
+    FAIL_RELOAD), which Istio sets from the WasmPlugin's failStrategy. Envoy's default is FAIL_CLOSED.
+    With `vm_environment`, the VM's environment variables as Envoy's `EnvironmentVariables`:
     `host_env_keys` (names passed on from Envoy's own environment) and `key_values`."""
-    vm_config = {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(MODULE)}}}
-    if vm_environment:
-        vm_config["environment_variables"] = vm_environment
-    return {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {
-            "name": "canary-split",
-            "root_id": "canary-split",
-            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
-            "vm_config": vm_config,
-        },
+    config = {
+        "name": "canary-split",
+        "root_id": "canary-split",
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(module)}}},
     }
+    if vm_environment:
+        config["vm_config"]["environment_variables"] = vm_environment
+    if failure_policy:
+        config["failure_policy"] = failure_policy
+    return {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}
 
 
-def write_ecds(path: pathlib.Path, filter_config: str):
+def write_ecds(path: pathlib.Path, filter_config: str, module: pathlib.Path = MODULE, failure_policy: str | None = None):
     """Publishes a filter config the way Istio does (ECDS), through a watched file, atomically."""
-    resource = {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                "name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
+    publish_ecds(path, {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                        "name": "canary-split", "typed_config": wasm_filter_config(filter_config, module, failure_policy)})
+
+
+def publish_ecds(path: pathlib.Path, resource: dict):
+    """Publishes one ECDS resource (a TypedExtensionConfig) through the watched file, atomically."""
     staging = path.with_suffix(".staging")
     staging.write_text(json.dumps({"resources": [resource]}))
     staging.rename(path)
 
 
 def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict],
-              ecds_path: pathlib.Path | None = None, vm_environment: dict | None = None) -> dict:
-    """An Envoy config; with `filter_config` None the gateway runs without the filter, as Istio
-    leaves it when a FAIL_OPEN plugin cannot be loaded. With `ecds_path` the filter's config is
-    read from that file (see `write_ecds`) and reloaded when it changes. `vm_environment`: see
+              ecds_path: pathlib.Path | None = None, module: pathlib.Path = MODULE,
+              failure_policy: str | None = None, listener_port: int = 0, vm_environment: dict | None = None) -> dict:
+    """An Envoy config; with `filter_config` None the gateway runs without the filter. With
+    `ecds_path` the filter's config is read from that file (see `write_ecds`) and reloaded when it
+    changes, as Istio delivers it: the filter may also be replaced by an RBAC filter, which is
+    what Istio's agent puts in its place when it cannot fetch the module. `vm_environment`: see
     `wasm_filter_config`."""
     def cluster(name: str, port: int) -> dict:
         return {
@@ -165,13 +188,15 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
         }
 
     if ecds_path:
-        write_ecds(ecds_path, filter_config)
+        write_ecds(ecds_path, filter_config, module, failure_policy)
         wasm_filter = {"name": "canary-split", "config_discovery": {
             "config_source": {"path_config_source": {
                 "path": str(ecds_path), "watched_directory": {"path": str(ecds_path.parent)}}},
-            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                          "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"]}}
     else:
-        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config, vm_environment)}
+        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(
+            filter_config, module, failure_policy, vm_environment)}
     return {
         "node": {"id": "gateway", "cluster": "canary-split-tests"},  # dynamic config needs a node
         "stats_config": {"stats_tags": [{"tag_name": tag, "regex": f"({tag}=\\.=(.*?);\\.;)"} for tag in STATS_TAGS]},
@@ -179,7 +204,7 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
         "static_resources": {
             "listeners": [{
                 "name": "gateway",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
@@ -219,10 +244,35 @@ def stop_process(process: subprocess.Popen | None):
             process.wait()
 
 
-class Envoy:
-    """One Envoy process; `start()` returns once its listener accepts requests."""
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a listener whose port must be known up front."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, config: dict, concurrency: int = 1, env: dict[str, str] | None = None):
+
+@dataclass
+class HotRestart:
+    """Envoy's hot restart: epoch 0 picks a free base id and writes it to `base_id_path`; a later
+    epoch with the same base id takes over the listeners, and its parent drains (for the parent's
+    `drain_seconds`) and is told to exit after the child's `parent_shutdown_seconds`."""
+    epoch: int
+    base_id_path: pathlib.Path
+    parent_shutdown_seconds: int = 6
+
+    def arguments(self) -> list[str]:
+        base_id = (["--use-dynamic-base-id", "--base-id-path", str(self.base_id_path)] if self.epoch == 0
+                   else ["--base-id", self.base_id_path.read_text().strip()])
+        return ["--restart-epoch", str(self.epoch), *base_id,
+                "--parent-shutdown-time-s", str(self.parent_shutdown_seconds)]
+
+
+class Envoy:
+    """One Envoy process; `start()` returns once its listener accepts requests. `drain_seconds` is
+    how long a drain (admin `/drain_listeners?graceful`, or a hot restart's parent) lasts."""
+
+    def __init__(self, config: dict, concurrency: int = 1, hot_restart: HotRestart | None = None,
+                 drain_seconds: int | None = None, env: dict[str, str] | None = None):
         """`env`: variables added to Envoy's own environment (the gateway's, in Istio)."""
         self.env = {**os.environ, **(env or {})}
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="canary-split-envoy-"))
@@ -231,15 +281,21 @@ class Envoy:
         self.admin_address_path = self.workdir / "admin-address"
         self.log_path = self.workdir / "envoy.log"
         self.concurrency = concurrency
+        self.hot_restart = hot_restart
+        self.drain_seconds = drain_seconds
         self.process: subprocess.Popen | None = None
         self.port = 0
 
     def command(self) -> list[str]:
+        restart = self.hot_restart.arguments() if self.hot_restart else ["--disable-hot-restart"]
+        drain = ["--drain-time-s", str(self.drain_seconds)] if self.drain_seconds is not None else []
         return [
             str(ENVOY), "-c", str(self.config_path), "--concurrency", str(self.concurrency),
-            "--admin-address-path", str(self.admin_address_path), "--disable-hot-restart",
+            "--admin-address-path", str(self.admin_address_path), *restart, *drain,
             "--log-level", "warn", "--component-log-level", "wasm:info",
             "--log-path", str(self.log_path),
+            # Warnings reach the log file within 0.1 s, not the default 10 s, for tests that wait for them.
+            "--file-flush-interval-msec", "100",
         ]
 
     def start(self, timeout: float = 30.0) -> "Envoy":
@@ -295,6 +351,23 @@ class Envoy:
     def admin_address(self) -> str:
         """`127.0.0.1:PORT` of the admin interface (stats, Prometheus's scrape target)."""
         return self.admin_address_path.read_text().strip()
+
+    def admin(self, path: str, method: str = "GET") -> tuple[int, str]:
+        """One call to the admin interface: its status and body."""
+        admin = self.admin_address_path.read_text().strip()
+        request = urllib.request.Request(f"http://{admin}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def stats(self, pattern: str) -> dict[str, int]:
+        """Envoy's counters and gauges whose names match a regular expression."""
+        status, body = self.admin(f"/stats?filter={urllib.parse.quote(pattern)}")
+        assert status == 200, body
+        values = (line.split(": ", 1) for line in body.splitlines())
+        return {name: int(value) for name, value in values if value.isdigit()}  # not text or histograms
 
     def log(self) -> str:
         try:

@@ -1,14 +1,18 @@
 """The manifests in istio/, turned into what the ingress gateway's Envoy runs: the WasmPlugin's
-pluginConfig, and the VirtualServices bound to the gateway as Envoy virtual hosts.
+pluginConfig, and the VirtualServices bound to the gateway as Envoy route tables, one per
+Gateway server as Istio builds them.
 
-Only the subset of VirtualService the project uses is translated (hosts, gateways, header and
-uri matches, one destination with a port, response headers set on a route). Anything else
-raises, so the tests can never run against routes that differ silently from the ones users deploy.
+Only the subset of Gateway and VirtualService the project uses is translated (HTTP and
+TLS-terminating HTTPS servers with exact or wildcard hosts, an HTTPS redirect; VirtualService
+hosts, gateways, header and uri matches, one destination with a port, response headers set on a
+route). Anything else raises, so the tests can never run against routes that differ silently from
+the ones users deploy.
 """
 
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -96,29 +100,111 @@ def _response_headers_to_add(headers: dict, where: str) -> list[dict]:
             for name, value in sorted(headers["response"]["set"].items())]
 
 
-def virtual_hosts(manifests: list[dict], gateway: str) -> tuple[list[dict], set[str]]:
-    """Envoy virtual hosts for the VirtualServices bound to `gateway`, and the clusters they use."""
-    hosts, clusters = [], set()
-    for vs in of_kind(manifests, "VirtualService"):
-        if gateway not in bound_gateways(vs):
+def _routes(vs: dict) -> tuple[list[dict], set[str]]:
+    """A VirtualService's http routes as Envoy routes, and the clusters they use."""
+    name = f'{vs["metadata"]["namespace"]}/{vs["metadata"]["name"]}'
+    routes, clusters = [], set()
+    for index, http in enumerate(vs["spec"]["http"]):
+        where = f"{name}.http[{index}]"
+        unsupported = set(http) - {"name", "match", "route", "headers"}
+        if unsupported:
+            raise ValueError(f"{where}: unsupported fields {sorted(unsupported)}")
+        if len(http["route"]) != 1 or set(http["route"][0]) != {"destination"}:
+            raise ValueError(f"{where}: exactly one destination, no weight or headers of its own")
+        cluster = cluster_name(http["route"][0]["destination"])
+        clusters.add(cluster)
+        response_headers = _response_headers_to_add(http["headers"], f"{where}.headers") if "headers" in http else []
+        for match_index, match in enumerate(http.get("match") or [{}]):
+            route = {"match": _route_match(match, f"{where}.match[{match_index}]"), "route": {"cluster": cluster}}
+            if response_headers:
+                route["response_headers_to_add"] = response_headers
+            routes.append(route)
+    return routes, clusters
+
+
+def route_table_name(server: dict, gateway: str) -> str:
+    """The route table Istio gives a Gateway server (gatewayRDSRouteName in
+    pilot/pkg/model/gateway.go): every plain HTTP server on a port shares one; each HTTPS server
+    that terminates TLS has its own, named after its port, port name and Gateway."""
+    port = server["port"]
+    bind = f'.{server["bind"]}' if server.get("bind") else ""
+    if port["protocol"] == "HTTP":
+        return f'http.{port["number"]}{bind}'
+    if port["protocol"] == "HTTPS" and server.get("tls", {}).get("mode") != "PASSTHROUGH":
+        namespace, name = gateway.split("/")
+        return f'https.{port["number"]}.{port["name"]}.{name}.{namespace}{bind}'
+    raise ValueError(f'{gateway}: unsupported server protocol {port["protocol"]!r} (HTTP or terminated HTTPS)')
+
+
+def server_accepts(server_host: str, gateway_namespace: str, namespace: str, host: str) -> bool:
+    """Whether a server's `hosts` entry (`[namespace/]host`, the host possibly `*` or `*.suffix`)
+    admits `host` from a VirtualService in `namespace`."""
+    host_namespace, _, pattern = server_host.rpartition("/")
+    if host_namespace == ".":
+        host_namespace = gateway_namespace
+    if host_namespace not in ("", "*", namespace):
+        return False
+    pattern, host = pattern.lower(), host.lower()
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern
+
+
+@dataclass
+class RouteTable:
+    """One Envoy route configuration of the gateway, and the Gateway servers it serves."""
+    name: str
+    servers: list[str] = field(default_factory=list)
+    virtual_hosts: list[dict] = field(default_factory=list)
+    clusters: set[str] = field(default_factory=set)
+
+    def domains(self) -> set[str]:
+        return {domain for vhost in self.virtual_hosts for domain in vhost["domains"] if not domain.endswith(":*")}
+
+
+def route_tables(manifests: list[dict], gateways: list[str]) -> dict[str, RouteTable]:
+    """The route tables of the gateway workload that serves `gateways` (`namespace/name`), by
+    name: each holds a virtual host for every VirtualService bound to one of its servers' Gateways,
+    with the hosts those servers accept (what buildGatewayHTTPRouteConfig does)."""
+    servers_by_table: dict[str, list[tuple[str, int, dict]]] = {}
+    for gateway in of_kind(manifests, "Gateway"):
+        gateway_name = f'{gateway["metadata"]["namespace"]}/{gateway["metadata"]["name"]}'
+        if gateway_name not in gateways:
             continue
-        name = f'{vs["metadata"]["namespace"]}/{vs["metadata"]["name"]}'
-        routes = []
-        for index, http in enumerate(vs["spec"]["http"]):
-            where = f"{name}.http[{index}]"
-            unsupported = set(http) - {"name", "match", "route", "headers"}
-            if unsupported:
-                raise ValueError(f"{where}: unsupported fields {sorted(unsupported)}")
-            if len(http["route"]) != 1 or set(http["route"][0]) != {"destination"}:
-                raise ValueError(f"{where}: exactly one destination, no weight or headers of its own")
-            cluster = cluster_name(http["route"][0]["destination"])
-            clusters.add(cluster)
-            response_headers = _response_headers_to_add(http["headers"], f"{where}.headers") if "headers" in http else []
-            for match_index, match in enumerate(http.get("match") or [{}]):
-                route = {"match": _route_match(match, f"{where}.match[{match_index}]"), "route": {"cluster": cluster}}
-                if response_headers:
-                    route["response_headers_to_add"] = response_headers
-                routes.append(route)
-        domains = [d for host in vs["spec"]["hosts"] for d in (host, f"{host}:*")]
-        hosts.append({"name": name, "domains": domains, "routes": routes})
-    return hosts, clusters
+        for index, server in enumerate(gateway["spec"]["servers"]):
+            table = route_table_name(server, gateway_name)
+            servers_by_table.setdefault(table, []).append((gateway_name, index, server))
+    tables = {}
+    for table_name, servers in servers_by_table.items():
+        table = RouteTable(table_name, [f"{g} servers[{i}]" for g, i, _ in servers])
+        for vs in of_kind(manifests, "VirtualService"):
+            namespace = vs["metadata"]["namespace"]
+            accepted, redirected = [], False
+            for host in vs["spec"]["hosts"]:
+                if "*" in host:
+                    raise ValueError(f'{namespace}/{vs["metadata"]["name"]}: only exact hosts are supported')
+                accepting = [server for gateway, _, server in servers if gateway in bound_gateways(vs)
+                             and any(server_accepts(h, gateway.split("/")[0], namespace, host) for h in server["hosts"])]
+                if accepting:
+                    accepted.append(host)
+                    redirected |= any(s.get("tls", {}).get("httpsRedirect") for s in accepting)
+            if not accepted:
+                continue
+            routes, clusters = _routes(vs)
+            vhost = {"name": f'{namespace}/{vs["metadata"]["name"]}',
+                     "domains": [d for host in accepted for d in (host, f"{host}:*")], "routes": routes}
+            if redirected:
+                vhost["require_tls"] = "ALL"  # Istio's httpsRedirect: a 301 to https for every request
+            table.virtual_hosts.append(vhost)
+            table.clusters |= clusters
+        tables[table_name] = table
+    return tables
+
+
+def route_table_serving(manifests: list[dict], gateways: list[str], host: str, protocol: str = "HTTPS") -> RouteTable:
+    """The route table a request for `host` uses on the gateway's port for `protocol`."""
+    (table,) = [t for t in route_tables(manifests, gateways).values()
+                if t.name.startswith(f"{protocol.lower()}.") and host in t.domains()]
+    return table

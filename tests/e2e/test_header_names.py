@@ -10,7 +10,6 @@ VM is counted (`wasm.canary-split.vm_reload*`): with the default policy a failur
 import json
 import socket
 import struct
-import urllib.request
 
 import hpack
 import pytest
@@ -121,18 +120,10 @@ def http2_get(port: int, header_name: bytes) -> tuple[int, dict[bytes, bytes]] |
                 return int(headers[b":status"]), headers
 
 
-def stats(envoy: Envoy, pattern: str) -> dict[str, int]:
-    """Envoy's counters whose names match a regular expression."""
-    admin = envoy.admin_address_path.read_text().strip()
-    with urllib.request.urlopen(f"http://{admin}/stats?filter={pattern}", timeout=5) as reply:
-        lines = reply.read().decode().splitlines()
-    return {name: int(value) for name, value in (line.split(": ") for line in lines)}
-
-
 def protocol_errors(envoy: Envoy) -> int:
     """Connections Envoy's codec closed for a malformed request."""
     name = "http.gateway.downstream_cx_protocol_error"
-    return stats(envoy, f"^{name}$")[name]
+    return envoy.stats(f"^{name}$")[name]
 
 
 def assert_routed_by_the_filter(response: tuple[int, dict[bytes, bytes]] | str):
@@ -142,7 +133,7 @@ def assert_routed_by_the_filter(response: tuple[int, dict[bytes, bytes]] | str):
 
 def assert_vm_never_failed(envoy: Envoy):
     # Each reload, or reload refused during its backoff, follows a failed VM.
-    reloads = stats(envoy, "^wasm\\.canary-split\\.vm_reload")
+    reloads = envoy.stats("^wasm\\.canary-split\\.vm_reload")
     assert set(reloads) == {f"wasm.canary-split.vm_reload{s}" for s in ("", "_backoff", "_failure", "_success")}
     assert set(reloads.values()) == {0}, reloads
     assert not wasm_failures(envoy.log())

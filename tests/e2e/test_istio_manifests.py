@@ -8,7 +8,7 @@ import pytest
 
 from conftest import envoy_from_istio
 from harness import DECISION_HEADER, Client, EchoUpstream
-from istio_routes import gateways_of_plugin, load_manifests, of_kind, virtual_hosts, wasm_plugin
+from istio_routes import gateways_of_plugin, load_manifests, of_kind, route_tables, wasm_plugin
 from sticky_hash import is_canary
 
 MANIFESTS = load_manifests()
@@ -113,4 +113,4 @@ def test_the_translation_refuses_header_operations_it_does_not_render():
     (public,) = [vs for vs in of_kind(manifests, "VirtualService") if vs["spec"]["hosts"] == [PUBLIC]]
     public["spec"]["http"][0]["headers"]["response"]["add"] = {RELEASE_HEADER: "canary"}
     with pytest.raises(ValueError, match=r"models/sklearn.http\[0\].headers: only headers.response.set is supported"):
-        virtual_hosts(manifests, gateways_of_plugin(manifests)[0])
+        route_tables(manifests, gateways_of_plugin(manifests))
