@@ -120,29 +120,31 @@ def catch_all_route() -> dict:
     ])
 
 
-def wasm_filter_config(filter_config: str) -> dict:
-    return {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {
-            "name": "canary-split",
-            "root_id": "canary-split",
-            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
-            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(MODULE)}}},
-        },
+def wasm_filter_config(filter_config: str, failure_policy: str | None = None) -> dict:
+    """The plugin; `failure_policy` FAIL_RELOAD makes Envoy count every VM failure in
+    `wasm.canary-split.vm_reload*` (with the default a failure shows only as 503s)."""
+    config = {
+        "name": "canary-split",
+        "root_id": "canary-split",
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_config},
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(MODULE)}}},
     }
+    if failure_policy:
+        config["failure_policy"] = failure_policy
+    return {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}
 
 
-def write_ecds(path: pathlib.Path, filter_config: str):
+def write_ecds(path: pathlib.Path, filter_config: str, failure_policy: str | None = None):
     """Publishes a filter config the way Istio does (ECDS), through a watched file, atomically."""
     resource = {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                "name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
+                "name": "canary-split", "typed_config": wasm_filter_config(filter_config, failure_policy)}
     staging = path.with_suffix(".staging")
     staging.write_text(json.dumps({"resources": [resource]}))
     staging.rename(path)
 
 
 def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict],
-              ecds_path: pathlib.Path | None = None) -> dict:
+              ecds_path: pathlib.Path | None = None, failure_policy: str | None = None) -> dict:
     """An Envoy config; with `filter_config` None the gateway runs without the filter, as Istio
     leaves it when a FAIL_OPEN plugin cannot be loaded. With `ecds_path` the filter's config is
     read from that file (see `write_ecds`) and reloaded when it changes."""
@@ -156,13 +158,13 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
         }
 
     if ecds_path:
-        write_ecds(ecds_path, filter_config)
+        write_ecds(ecds_path, filter_config, failure_policy)
         wasm_filter = {"name": "canary-split", "config_discovery": {
             "config_source": {"path_config_source": {
                 "path": str(ecds_path), "watched_directory": {"path": str(ecds_path.parent)}}},
             "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}
     else:
-        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config)}
+        wasm_filter = {"name": "canary-split", "typed_config": wasm_filter_config(filter_config, failure_policy)}
     return {
         "node": {"id": "gateway", "cluster": "canary-split-tests"},  # dynamic config needs a node
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
