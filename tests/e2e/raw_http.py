@@ -150,46 +150,58 @@ class Http2Connection:
         stream = self.send_headers(fields, end_stream=body is None)
         if body is not None:
             self.send_data(stream, body, end_stream=True)
-        return self.response(stream)
+        return self.responses([stream])[stream]
 
-    def response(self, stream: int) -> Reply | str:
-        """Reads until `stream` ends, answering SETTINGS and PING and returning flow-control
-        credit for every DATA frame, so any number of requests fit on the connection."""
-        block, reply, ends_stream = b"", None, False
-        while True:
+    def exchange(self, requests: list[list[tuple[bytes, bytes]]]) -> list[Reply | str]:
+        """Sends each request on a stream of its own, all at once, and returns their replies."""
+        streams = [self.send_headers(fields) for fields in requests]
+        outcomes = self.responses(streams)
+        return [outcomes[stream] for stream in streams]
+
+    def responses(self, streams: list[int]) -> dict[int, Reply | str]:
+        """Reads until every one of `streams` has ended, answering SETTINGS and PING and returning
+        flow-control credit for every DATA frame, so any number of requests fit on the connection."""
+        pending, outcomes = set(streams), {}
+        blocks: dict[int, bytes] = {}
+        replies: dict[int, Reply] = {}
+        ends_stream: dict[int, bool] = {}
+        while pending:
             read = self._read_frame()
-            if read is None:
-                return "closed"
-            kind, flags, on_stream, payload = read
+            if read is None or read[0] == GOAWAY:
+                outcomes.update((stream, "closed" if read is None else "goaway") for stream in pending)
+                break
+            kind, flags, stream, payload = read
             if kind == SETTINGS and not flags & ACK:
                 self.sock.sendall(frame(SETTINGS, ACK, 0, b""))
             elif kind == PING and not flags & ACK:
                 self.sock.sendall(frame(PING, ACK, 0, payload))
-            elif kind == GOAWAY:
-                return "goaway"
-            elif on_stream != stream:
+            elif stream not in pending:
                 continue
             elif kind == RST_STREAM:
-                return "reset"
+                outcomes[stream] = "reset"
+                pending.discard(stream)
             elif kind in (HEADERS, CONTINUATION):
-                block += payload
+                # A header block is never interleaved with another stream's, so blocks decode in order.
+                blocks[stream] = blocks.get(stream, b"") + payload
                 if kind == HEADERS:
-                    ends_stream = bool(flags & END_STREAM)
+                    ends_stream[stream] = bool(flags & END_STREAM)
                 if flags & END_HEADERS:
-                    headers = self.decoder.decode(block, raw=True)
-                    block = b""
-                    if reply is None:
+                    headers = self.decoder.decode(blocks.pop(stream), raw=True)
+                    if stream not in replies:
                         status = dict(headers)[b":status"]
-                        reply = Reply(int(status), [(n, v) for n, v in headers if not n.startswith(b":")])
-                    if ends_stream:
-                        return reply
+                        replies[stream] = Reply(int(status), [(n, v) for n, v in headers if not n.startswith(b":")])
+                    if ends_stream[stream]:
+                        outcomes[stream] = replies[stream]
+                        pending.discard(stream)
             elif kind == DATA:
                 if payload:
                     credit = struct.pack(">I", len(payload))
                     self.sock.sendall(frame(WINDOW_UPDATE, 0, 0, credit) + frame(WINDOW_UPDATE, 0, stream, credit))
-                reply.body += payload
+                replies[stream].body += payload
                 if flags & END_STREAM:
-                    return reply
+                    outcomes[stream] = replies[stream]
+                    pending.discard(stream)
+        return outcomes
 
 
 def http2_exchange(port: int, fields: list[tuple[bytes, bytes]], timeout: float = 10.0) -> Reply | str:
