@@ -31,9 +31,9 @@ demo: build $(VENV)/.installed
 demo-kserve: build $(VENV)/.installed $(VENV)/.kserve-installed
 	$(PYTHON) scripts/demo_kserve.py
 
-## test: every test: native core, the core inside a Wasm engine, real Envoy end to end, and a
-## short run of every benchmark configuration so the suite cannot rot
-test: lint test-rust test-wasm test-python bench-smoke
+## test: every test: native core, the core inside a Wasm engine, real Envoy end to end, a short
+## run of every benchmark configuration so the suite cannot rot, and 30 s of the soak
+test: lint test-rust test-wasm test-python bench-smoke soak-smoke
 
 lint: rust-targets
 	cargo fmt --all --check

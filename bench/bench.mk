@@ -4,7 +4,7 @@
 
 BENCH_RUN = $(PYTHON) bench/run.py --envoy $(dir $(PYTHON))envoy --module $(MODULE)
 
-.PHONY: bench bench-smoke bench-profile
+.PHONY: bench bench-smoke bench-profile soak soak-smoke
 
 ## bench: the full suite (about 6 minutes on 2 cores); writes bench/results/latest.{md,png,json}
 bench: build $(VENV)/.installed system-tools
@@ -18,3 +18,17 @@ bench-smoke: build $(VENV)/.installed system-tools
 ## bench-profile: where a request's cost goes (probe modules); writes bench/results/profile.md
 bench-profile: build $(VENV)/.installed system-tools
 	$(BENCH_RUN) --profile
+
+SOAK = $(PYTHON) bench/soak.py
+BENCH_REQUIREMENTS = $(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+
+## soak: 10 minutes of HTTP/1.1 + HTTP/2 load with abandoned requests and a config push a minute;
+## fails if memory grows after the warm-up, a VM fails or a 5xx; writes bench/results/soak.{png,json,md}
+soak: build $(VENV)/.installed system-tools
+	$(BENCH_REQUIREMENTS)
+	$(SOAK)
+
+## soak-smoke: the same for 30 s with a push every 10 s, same checks; results in target/soak-smoke/
+soak-smoke: build $(VENV)/.installed system-tools
+	$(BENCH_REQUIREMENTS)
+	$(SOAK) --duration 30 --push-every 10 --results target/soak-smoke
