@@ -23,7 +23,7 @@ SOAK = $(PYTHON) bench/soak.py
 BENCH_REQUIREMENTS = $(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 
 ## soak: 10 minutes of HTTP/1.1 + HTTP/2 load with abandoned requests and a config push a minute;
-## fails if memory grows after the warm-up, a VM fails or a 5xx; writes bench/results/soak.{png,json,md}
+## fails if memory grows after the warm-up, a VM fails or a 5xx; writes bench/results/soak.{png,md,json,csv}
 soak: build $(VENV)/.installed system-tools
 	$(BENCH_REQUIREMENTS)
 	$(SOAK)

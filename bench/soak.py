@@ -2,7 +2,7 @@
 """canary-split soak (issue 11): a gateway under mixed HTTP/1.1 and HTTP/2 load for a long time,
 with clients that give up half-way and a config push every minute, watched for memory growth.
 
-    soak.py                          10 minutes; writes bench/results/soak.{png,json,md}
+    soak.py                          10 minutes; writes bench/results/soak.{png,md,json,csv}
     soak.py --duration 30 --push-every 10 --results target/soak-smoke
                                      the short version `make test` runs
 
@@ -27,6 +27,7 @@ warm-up), if a VM failed (FAIL_RELOAD counters, log), if the gateway answered an
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import os
@@ -124,7 +125,7 @@ def measure(gateway: Envoy, started: float) -> Point:
     pid = gateway.process.pid
     counters = stats(gateway, r"^(http\.gateway\.downstream_rq_(completed|5xx)|wasm\.wasm_vm_count|server\.memory_allocated)$")
     memories = wasm_linear_memory(pid)
-    return Point(time.monotonic() - started, rss_bytes(pid), cpu_seconds(pid), sum(memories), len(memories),
+    return Point(round(time.monotonic() - started, 3), rss_bytes(pid), cpu_seconds(pid), sum(memories), len(memories),
                  counters["wasm.wasm_vm_count"], counters["server.memory_allocated"],
                  counters["http.gateway.downstream_rq_completed"], counters["http.gateway.downstream_rq_5xx"])
 
@@ -325,7 +326,7 @@ def summarise(result: Soak, tolerance: float) -> tuple[dict, list[str]]:
     return summary, problems
 
 
-def write_plot(result: Soak, path: pathlib.Path):
+def write_plot(result: Soak, summary: dict, path: pathlib.Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -335,10 +336,13 @@ def write_plot(result: Soak, path: pathlib.Path):
     fig, (rss_ax, wasm_ax, cpu_ax) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     rss_ax.plot(t, [p.rss / 2**20 for p in points], color="#4878a8")
     rss_ax.set_ylabel("gateway RSS (MiB)")
+    rss_ax.set_title(f"gateway RSS: {summary['rss']['growth_percent']:+.1f} % after the warm-up", fontsize=9)
     wasm_ax.plot(t, [p.wasm_memory / 2**20 for p in points], color="#e08a3c",
                  label="Wasm linear memory, all VMs")
     wasm_ax.plot(t, [p.heap_allocated / 2**20 for p in points], color="#6a9f58", label="Envoy heap allocated")
     wasm_ax.set_ylabel("MiB")
+    wasm_ax.set_title(f"Wasm linear memory: {summary['wasm_linear_memory']['growth_percent']:+.1f} % after the warm-up; "
+                      f"Envoy heap: {summary['envoy_heap_allocated']['growth_percent']:+.1f} %", fontsize=9)
     wasm_ax.legend(fontsize=8, loc="center right")
     cpu = [(b.cpu - a.cpu) / (b.t - a.t) * 100 for a, b in zip(points, points[1:])]
     rate = [(b.requests - a.requests) / (b.t - a.t) for a, b in zip(points, points[1:])]
@@ -354,8 +358,8 @@ def write_plot(result: Soak, path: pathlib.Path):
         for push in result.pushes:
             ax.axvline(push, color="#999999", linestyle=":", linewidth=1)
     rate_ax.set_ylim(bottom=0)
-    rss_ax.set_title(f"canary-split soak: {result.duration:.0f} s of HTTP/1.1 + HTTP/2 load with abandoned requests; "
-                     "grey: warm-up, dotted: config pushes", fontsize=9)
+    fig.suptitle(f"canary-split soak: {result.duration:.0f} s of HTTP/1.1 + HTTP/2 load with abandoned requests; "
+                 "grey: warm-up, dotted: config pushes", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -402,17 +406,20 @@ def main() -> int:
     parser.add_argument("--push-every", type=float, default=60, help="seconds between config pushes")
     parser.add_argument("--tolerance", type=float, default=5, help="allowed memory growth after the warm-up, %%")
     parser.add_argument("--results", type=pathlib.Path, default=ROOT / "bench" / "results",
-                        help="where soak.{png,json,md} go")
+                        help="where soak.{png,md,json,csv} go")
     args = parser.parse_args()
     warm_up = args.warm_up if args.warm_up is not None else min(60.0, max(10.0, args.duration / 10))
 
     result = soak(args.duration, warm_up, args.push_every, log=lambda line: print(line, file=sys.stderr, flush=True))
     summary, problems = summarise(result, args.tolerance)
     args.results.mkdir(parents=True, exist_ok=True)
-    write_plot(result, args.results / "soak.png")
-    (args.results / "soak.json").write_text(json.dumps({
-        "summary": summary, "problems": problems,
-        "series": [point.__dict__ for point in result.points]}, indent=1))
+    write_plot(result, summary, args.results / "soak.png")
+    (args.results / "soak.json").write_text(json.dumps({"summary": summary, "problems": problems}, indent=1))
+    with open(args.results / "soak.csv", "w", newline="") as series:
+        columns = list(Point.__dataclass_fields__)
+        writer = csv.writer(series)
+        writer.writerow(columns)
+        writer.writerows([getattr(point, column) for column in columns] for point in result.points)
     text = report(summary, problems)
     (args.results / "soak.md").write_text(text)
     print(text)

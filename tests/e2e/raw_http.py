@@ -101,8 +101,9 @@ def header_frames(stream: int, block: bytes, end_stream: bool) -> bytes:
 
 
 class Http2Connection:
-    """One h2c connection, one request at a time, each on a new stream. A stream Envoy refuses
-    ends as "reset" (RST_STREAM), a refused connection as "goaway" or "closed"."""
+    """One h2c connection: requests one by one or in batches on concurrent streams, or streams
+    opened, fed and reset by hand. A stream Envoy refuses ends as "reset" (RST_STREAM), a refused
+    connection as "goaway" or "closed"."""
 
     def __init__(self, port: int, timeout: float = 10.0):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -146,11 +147,8 @@ class Http2Connection:
     def reset(self, stream: int):
         self.sock.sendall(frame(RST_STREAM, 0, stream, struct.pack(">I", CANCEL)))
 
-    def request(self, fields: list[tuple[bytes, bytes]], body: bytes | None = None) -> Reply | str:
-        stream = self.send_headers(fields, end_stream=body is None)
-        if body is not None:
-            self.send_data(stream, body, end_stream=True)
-        return self.responses([stream])[stream]
+    def request(self, fields: list[tuple[bytes, bytes]]) -> Reply | str:
+        return self.exchange([fields])[0]
 
     def exchange(self, requests: list[list[tuple[bytes, bytes]]]) -> list[Reply | str]:
         """Sends each request on a stream of its own, all at once, and returns their replies."""
@@ -203,8 +201,3 @@ class Http2Connection:
                     pending.discard(stream)
         return outcomes
 
-
-def http2_exchange(port: int, fields: list[tuple[bytes, bytes]], timeout: float = 10.0) -> Reply | str:
-    """One request on a new h2c connection."""
-    with Http2Connection(port, timeout) as connection:
-        return connection.request(fields)

@@ -52,10 +52,6 @@ def sticky_variant(host: bytes, key: bytes) -> str:
     return "canary" if is_canary(host, key, WEIGHT) else "primary"
 
 
-def other(variant: str) -> str:
-    return "primary" if variant == "canary" else "canary"
-
-
 def key_for(host: bytes, variant: str, stem: bytes = b"user-", lossy_elsewhere: bool = False) -> bytes:
     """The first key `stem` + n that the sticky hash puts on `variant`. With `lossy_elsewhere`, the
     first that a filter reading the key as UTF-8 (invalid bytes replaced) would put on the other
@@ -69,9 +65,9 @@ def key_for(host: bytes, variant: str, stem: bytes = b"user-", lossy_elsewhere: 
 
 
 def cookie_filler(size: int, stem: bytes = b"f") -> bytes:
-    """About `size` bytes of cookie pairs the filter must skip."""
-    pairs = [b"%s%05d=%s" % (stem, n, b"x" * 40) for n in range(size // 48 + 1)]
-    return b"; ".join(pairs)[:size].rsplit(b";", 1)[0]
+    """`size` bytes of cookie pairs the filter must skip (the last one may be cut short)."""
+    pairs = [b"%s%05d=%s" % (stem, n, b"x" * 40) for n in range(size // 40 + 1)]
+    return b"; ".join(pairs)[:size]
 
 
 # ---------------------------------------------------------------------------------------------
