@@ -39,9 +39,9 @@ demo-kserve: build $(VENV)/.installed $(VENV)/.kserve-installed
 demo-rollout: build cli $(VENV)/.installed system-tools
 	$(PYTHON) scripts/demo_rollout.py
 
-## test: every test: native core, the core inside a Wasm engine, real Envoy end to end, and a
-## short run of every benchmark configuration so the suite cannot rot
-test: lint test-rust test-wasm test-python bench-smoke
+## test: every test: native core, the core inside a Wasm engine, real Envoy end to end, a short
+## run of every benchmark configuration so the suite cannot rot, and 30 s of the soak
+test: lint test-rust test-wasm test-python bench-smoke soak-smoke
 
 lint: rust-targets
 	cargo fmt --all --check

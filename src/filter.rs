@@ -127,10 +127,13 @@ impl Stream {
         crash_if_asked(&request);
         let authority = request.first(":authority");
         let spoofed = request.first(&config.decision_header).is_some();
-        let split = authority.as_deref().and_then(|a| config.route_index(a)).and_then(|index| {
-            let route_stats = stats.routes.get(index)?;
-            Some((config.routes.get(index)?, route_stats))
-        });
+        let split = authority
+            .as_deref()
+            .and_then(|a| config.route_index(a))
+            .and_then(|index| {
+                let route_stats = stats.routes.get(index)?;
+                Some((config.routes.get(index)?, route_stats))
+            });
         let Some((route, route_stats)) = split else {
             // Not a split host: only make sure the client cannot choose a variant itself.
             if spoofed {
