@@ -38,13 +38,13 @@ def envoy_for(filter_config: dict, upstreams: dict, concurrency: int = 1) -> Env
 
 
 @pytest.fixture
-def gateway(upstreams):
-    """Starts an Envoy for a filter config and returns a client to it; stopped after the test."""
+def gateways():
+    """Starts an Envoy and returns a client to it (`client.envoy` is the Envoy); every Envoy it
+    started is stopped after the test."""
     started = []
 
-    def start(filter_config: dict, concurrency: int = 1) -> Client:
-        envoy = envoy_for(filter_config, upstreams, concurrency).start()
-        started.append(envoy)
+    def start(envoy: Envoy) -> Client:
+        started.append(envoy.start())
         client = Client(envoy.port)
         client.envoy = envoy
         return client
@@ -52,6 +52,12 @@ def gateway(upstreams):
     yield start
     for envoy in started:
         envoy.stop()
+
+
+@pytest.fixture
+def gateway(upstreams, gateways):
+    """Starts an Envoy for a filter config and returns a client to it; stopped after the test."""
+    return lambda filter_config, concurrency=1: gateways(envoy_for(filter_config, upstreams, concurrency))
 
 
 def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, concurrency: int = 1,

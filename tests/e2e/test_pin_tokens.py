@@ -39,20 +39,9 @@ def envoy_with(upstreams, env: dict[str, str], config: dict = CONFIG, vm_environ
 
 
 @pytest.fixture
-def start(upstreams, gateway_env):
+def start(upstreams, gateway_env, gateways):
     """Starts an Envoy whose own environment is `env`; stopped after the test."""
-    started = []
-
-    def start(env: dict[str, str], **kwargs) -> Client:
-        envoy = envoy_with(upstreams, env, **kwargs).start()
-        started.append(envoy)
-        client = Client(envoy.port)
-        client.envoy = envoy
-        return client
-
-    yield start
-    for envoy in started:
-        envoy.stop()
+    return lambda env, **kwargs: gateways(envoy_with(upstreams, env, **kwargs))
 
 
 def in_an_hour() -> int:

@@ -47,22 +47,15 @@ def test_the_translation_renders_a_route_table_per_https_server_and_one_for_http
 
 
 @pytest.fixture
-def split_gateway(upstreams):
+def split_gateway(upstreams, gateways):
     """Envoys serving the split Gateway's two HTTPS route tables (TLS itself left out: which table a
     connection uses is fixed once its server name picked the filter chain)."""
-    started = []
 
     def start(table_host: str, plugin_config: dict = PLUGIN_CONFIG) -> Client:
         table = route_table_serving(SPLIT, gateways_of_plugin(SPLIT), table_host)
-        envoy = envoy_from_istio(upstreams, manifests=SPLIT, plugin_config=plugin_config, route_table=table).start()
-        started.append(envoy)
-        client = Client(envoy.port)
-        client.envoy = envoy
-        return client
+        return gateways(envoy_from_istio(upstreams, manifests=SPLIT, plugin_config=plugin_config, route_table=table))
 
-    yield start
-    for envoy in started:
-        envoy.stop()
+    return start
 
 
 def test_authority_mode_behind_a_split_gateway_ends_in_404(split_gateway):
