@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from harness import ROOT, stop_process
 
-SPLIT_HOSTS_SCRIPT = ROOT / "bench" / "load" / "split_hosts.lua"
+USERS_SCRIPT = ROOT / "bench" / "load" / "users.lua"
 
 
 @dataclass
@@ -59,7 +59,7 @@ class BackgroundLoad:
 
 def wrk(port: int, seconds: int, hosts: list[str], connections: int = 8) -> BackgroundLoad:
     """HTTP/1.1 keep-alive load over `hosts`, 1,000 user ids in `x-user-id`."""
-    return BackgroundLoad(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(SPLIT_HOSTS_SCRIPT),
+    return BackgroundLoad(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(USERS_SCRIPT),
                            f"http://127.0.0.1:{port}/", "--", *hosts], parse_wrk)
 
 
