@@ -26,6 +26,8 @@ pub struct FoundConfig {
     pub json: Result<Vec<u8>, String>,
     /// For a WasmPlugin, the workload labels it selects (`spec.selector.matchLabels`).
     pub selector: Option<BTreeMap<String, String>>,
+    /// For a WasmPlugin with targetRefs, the Gateway API Gateways it runs on (`namespace/name`).
+    pub targets: Option<Vec<String>>,
 }
 
 impl FoundConfig {
@@ -101,6 +103,7 @@ pub fn parse_configs(path: &str, bytes: Vec<u8>) -> Result<Vec<FoundConfig>, Str
             origin: Origin::Json,
             json: Ok(bytes),
             selector: None,
+            targets: None,
         }]),
     }
 }
@@ -162,6 +165,7 @@ pub fn wasm_plugin_config(path: &str, document: &Value) -> FoundConfig {
         },
         json,
         selector,
+        targets: crate::gateway_api::target_gateways(document),
     }
 }
 
@@ -184,6 +188,7 @@ fn ecds_configs(path: &str, file: &serde_json::Map<String, Value>) -> Result<Vec
                 origin: Origin::Ecds { resource: index },
                 json: Ok(configuration.as_bytes().to_vec()),
                 selector: None,
+                targets: None,
             })
         })
         .collect();

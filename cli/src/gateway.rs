@@ -20,26 +20,33 @@ pub struct Routing {
     virtual_services: Vec<VirtualService>,
 }
 
-struct Gateway {
+pub(crate) struct Gateway {
     /// `namespace/name`, as VirtualServices name it.
-    name: String,
-    namespace: String,
-    selector: BTreeMap<String, String>,
-    servers: Vec<Server>,
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    /// The labels of the workloads that serve the Gateway (for a Gateway API listener, those of
+    /// the pods Istio deploys for its Gateway).
+    pub(crate) selector: BTreeMap<String, String>,
+    pub(crate) servers: Vec<Server>,
+    /// For a Gateway API listener, the `namespace/name` of its Gateway, as WasmPlugin targetRefs
+    /// name it (see gateway_api.rs).
+    pub(crate) parent: Option<String>,
 }
 
-struct Server {
+pub(crate) struct Server {
     /// The route table Istio gives the server; `None` for servers without HTTP routes (TCP, TLS
     /// passthrough).
-    table: Option<String>,
+    pub(crate) table: Option<String>,
     /// `[namespace/]host` entries, the host possibly `*` or `*.suffix`.
-    hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
+    /// The server as the user wrote it, for messages.
+    pub(crate) label: String,
 }
 
-struct VirtualService {
-    namespace: String,
-    gateways: Vec<String>,
-    hosts: Vec<String>,
+pub(crate) struct VirtualService {
+    pub(crate) namespace: String,
+    pub(crate) gateways: Vec<String>,
+    pub(crate) hosts: Vec<String>,
 }
 
 /// What the check found for one route of a filter config.
@@ -135,6 +142,7 @@ impl Routing {
             parsed.push(Server {
                 table: route_table(server, &name, &namespace, &what)?,
                 hosts: texts(server, "/hosts", &what)?,
+                label: format!("{name} servers[{index}]"),
             });
         }
         self.gateways.push(Gateway {
@@ -142,8 +150,15 @@ impl Routing {
             name,
             namespace,
             servers: parsed,
+            parent: None,
         });
         Ok(())
+    }
+
+    /// Adds a Gateway or VirtualService as Istio makes them of Gateway API documents.
+    pub(crate) fn add_converted(&mut self, gateways: Vec<Gateway>, virtual_services: Vec<VirtualService>) {
+        self.gateways.extend(gateways);
+        self.virtual_services.extend(virtual_services);
     }
 
     pub fn add_virtual_service(&mut self, document: &Value, label: &str) -> Result<(), String> {
@@ -186,19 +201,24 @@ impl Routing {
         })
     }
 
-    /// The route tables of the Gateways a plugin runs on (those whose workloads carry every label
-    /// of its selector, or all of them without one), each with the servers in it and the
-    /// `hosts` it serves.
-    fn tables(&self, selector: Option<&BTreeMap<String, String>>, hosts: &[&str]) -> BTreeMap<String, Table> {
+    /// The route tables of the Gateways a plugin runs on, each with the servers in it and the
+    /// `hosts` it serves. A plugin with targetRefs runs only on the Gateway API Gateways they name;
+    /// one without, on the Gateways whose workloads carry every label of its selector, or all of
+    /// them without one (ShouldAttachPolicy in pilot/pkg/model/policyattachment.go).
+    fn tables(&self, attached: &Attachment, hosts: &[&str]) -> BTreeMap<String, Table> {
         let mut tables: BTreeMap<String, Table> = BTreeMap::new();
-        let selected = self.gateways.iter().filter(|gateway| {
-            selector.is_none_or(|labels| labels.iter().all(|(k, v)| gateway.selector.get(k) == Some(v)))
+        let selected = self.gateways.iter().filter(|gateway| match attached {
+            Attachment::TargetRefs(targets) => gateway.parent.as_ref().is_some_and(|parent| targets.contains(parent)),
+            Attachment::Selector(selector) => selector
+                .as_ref()
+                .is_none_or(|labels| labels.iter().all(|(k, v)| gateway.selector.get(k) == Some(v))),
         });
         for gateway in selected {
-            for (index, server) in gateway.servers.iter().enumerate() {
+            for server in &gateway.servers {
                 let Some(name) = &server.table else { continue };
                 let table = tables.entry(name.clone()).or_default();
-                table.servers.push(format!("{} servers[{index}]", gateway.name));
+                table.servers.push(server.label.clone());
+                table.listeners |= gateway.parent.is_some();
                 for host in hosts {
                     if self.serves(gateway, server, host) {
                         table.hosts.insert((*host).to_owned());
@@ -211,7 +231,7 @@ impl Routing {
 
     /// For each route of `config` in authority mode, whether every route table that serves its
     /// public host also serves its release hosts.
-    pub fn check_authority_mode(&self, config: &Config, selector: Option<&BTreeMap<String, String>>) -> Vec<Finding> {
+    pub fn check_authority_mode(&self, config: &Config, attached: &Attachment) -> Vec<Finding> {
         let mut findings = Vec::new();
         for (index, route) in config.routes.iter().enumerate() {
             let releases: Vec<String> = [&route.primary.host, &route.canary.host]
@@ -228,7 +248,7 @@ impl Routing {
             }
             let mut hosts: Vec<&str> = releases.iter().map(String::as_str).collect();
             hosts.push(&route.host);
-            let tables = self.tables(selector, &hosts);
+            let tables = self.tables(attached, &hosts);
             let serving: Vec<(&String, &Table)> = tables
                 .iter()
                 .filter(|(_, table)| table.hosts.contains(&route.host))
@@ -257,17 +277,27 @@ impl Routing {
                         route: index,
                         problem: true,
                         message: format!(
-                            "authority mode cannot work behind route table {name} ({}): it serves {} but not {}, so every request the filter rewrites there ends in 404. Istio gives each HTTPS server its own route table: serve the public host and its release hosts from one Gateway server (one certificate for all of them), or use header mode (no \"host\" in primary and canary; the public host's routes match {})",
-                            table.servers.join(", "),
+                            "authority mode cannot work behind {}: it serves {} but not {}, so every request the filter rewrites there ends in 404. {}, or use header mode (no \"host\" in primary and canary; the public host's routes match {})",
+                            table.place(name),
                             route.host,
                             missing.join(" and "),
+                            table.advice(),
                             config.decision_header
                         ),
                     });
                 }
             }
             if !problem {
-                let names: Vec<&str> = serving.iter().map(|(name, _)| name.as_str()).collect();
+                let names: Vec<String> = serving
+                    .iter()
+                    .map(|(name, table)| {
+                        if table.listeners {
+                            table.servers.join(", ")
+                        } else {
+                            (*name).clone()
+                        }
+                    })
+                    .collect();
                 findings.push(Finding {
                     route: index,
                     problem: false,
@@ -283,10 +313,38 @@ impl Routing {
     }
 }
 
+/// The gateways a WasmPlugin runs on: those its targetRefs name (`namespace/name` of Gateway API
+/// Gateways), or those its selector selects (all without one).
+pub enum Attachment {
+    TargetRefs(Vec<String>),
+    Selector(Option<BTreeMap<String, String>>),
+}
+
 #[derive(Default)]
 struct Table {
     servers: Vec<String>,
     hosts: BTreeSet<String>,
+    /// Whether its servers are Gateway API listeners, which users know by name rather than by
+    /// route table.
+    listeners: bool,
+}
+
+impl Table {
+    fn place(&self, name: &str) -> String {
+        if self.listeners {
+            self.servers.join(", ")
+        } else {
+            format!("route table {name} ({})", self.servers.join(", "))
+        }
+    }
+
+    fn advice(&self) -> &'static str {
+        if self.listeners {
+            "Istio gives each HTTPS listener its own route table: serve the public host and its release hosts from one listener (a wildcard hostname such as *.example.com, with one certificate for all of them)"
+        } else {
+            "Istio gives each HTTPS server its own route table: serve the public host and its release hosts from one Gateway server (one certificate for all of them)"
+        }
+    }
 }
 
 #[cfg(test)]

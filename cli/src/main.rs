@@ -10,6 +10,7 @@
 mod config_file;
 mod flags;
 mod gateway;
+mod gateway_api;
 mod judge;
 mod preset;
 mod prometheus;
@@ -105,6 +106,7 @@ struct Manifests {
 
 fn read_manifests(paths: &[String]) -> Result<Manifests, String> {
     let mut manifests = Manifests::default();
+    let mut gateway_api_documents = gateway_api::Documents::default();
     for path in paths {
         if !is_yaml(path) {
             manifests.configs.extend(read_configs(path)?);
@@ -112,7 +114,9 @@ fn read_manifests(paths: &[String]) -> Result<Manifests, String> {
         }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         for document in config_file::yaml_documents(path, &text)? {
-            if is_kind(&document, "WasmPlugin") {
+            if gateway_api::is_gateway_api(&document) {
+                gateway_api_documents.push(document, path);
+            } else if is_kind(&document, "WasmPlugin") {
                 manifests.configs.push(config_file::wasm_plugin_config(path, &document));
             } else if is_kind(&document, "Gateway") {
                 manifests.routing.add_gateway(&document, path)?;
@@ -121,6 +125,7 @@ fn read_manifests(paths: &[String]) -> Result<Manifests, String> {
             }
         }
     }
+    gateway_api_documents.add_to(&mut manifests.routing)?;
     if manifests.configs.is_empty() {
         return Err(format!("{}: no WasmPlugin document", paths.join(", ")));
     }
@@ -142,7 +147,10 @@ fn check(paths: &[String]) -> Result<String, String> {
                     Keys::NotHere(name) => writeln!(report, "; token pins' keys not checked ({name} is not set here)"),
                 };
                 if routing.has_gateways() {
-                    for finding in routing.check_authority_mode(&config, found.selector.as_ref()) {
+                    for finding in routing.check_authority_mode(
+                        &config,
+                        &gateway_api::attachment(found.targets.as_ref(), found.selector.as_ref()),
+                    ) {
                         failed |= finding.problem;
                         let _ = writeln!(report, "{label}: routes[{}]: {}", finding.route, finding.message);
                     }
