@@ -142,7 +142,7 @@ fn check(paths: &[String]) -> Result<String, String> {
                     Keys::NotHere(name) => writeln!(report, "; token pins' keys not checked ({name} is not set here)"),
                 };
                 if routing.has_gateways() {
-                    for finding in routing.check_authority_mode(&config, found.selector.as_ref()) {
+                    for finding in routing.check_gateway_routing(&config, found.selector.as_ref(), &found.listeners) {
                         failed |= finding.problem;
                         let _ = writeln!(report, "{label}: routes[{}]: {}", finding.route, finding.message);
                     }
@@ -395,7 +395,7 @@ fn describe_action(config: &Config, route: &Route, variant: Variant) -> String {
         "{}: sets {}: {}",
         variant.as_str(),
         config.decision_header,
-        variant.as_str()
+        config.decision_values.of(variant)
     );
     if let Some(host) = &route.target(variant).host {
         let _ = write!(
