@@ -152,7 +152,8 @@ impl Stream {
                 count(counter);
             }
         }
-        self.set_http_request_header_bytes(&config.decision_header, Some(decision.variant.as_str().as_bytes()));
+        let value = config.decision_values.of(decision.variant);
+        self.set_http_request_header_bytes(&config.decision_header, Some(value.as_bytes()));
         if let Some(target_host) = &route.target(decision.variant).host {
             if let Some(original) = &authority {
                 self.set_http_request_header_bytes(FORWARDED_HOST_HEADER, Some(original));

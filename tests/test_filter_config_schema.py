@@ -32,8 +32,9 @@ def test_accepts_weights_in_basis_points(weight):
 @pytest.mark.parametrize("config", [
     {"routes": [route(pin=[{"token": {"header": "x-canary-token"}}, {"token": {"cookie": "canary-token"}}])]},
     {"pin_keys_env": "GATEWAY_PIN_KEYS_2", "routes": []},
+    {"decision_values": {"primary": "p", "canary": "c-5Hq~2f"}, "routes": []},
 ], ids=lambda c: json.dumps(c)[:60])
-def test_accepts_token_pins_and_a_keys_variable(config):
+def test_accepts_token_pins_a_keys_variable_and_decision_values(config):
     VALIDATOR.validate(config)
 
 
@@ -65,6 +66,10 @@ def test_accepts_token_pins_and_a_keys_variable(config):
     {"decision_header": "bad header", "routes": []},
     {"decision_header": "X-Forwarded-Host", "routes": []},
     {"decision_header": "host", "routes": []},
+    {"decision_values": {"canary": "a b"}, "routes": []},
+    {"decision_values": {"canary": ""}, "routes": []},
+    {"decision_values": {"canary": "x" * 129}, "routes": []},
+    {"decision_values": {"beta": "x"}, "routes": []},
 ], ids=lambda c: json.dumps(c)[:60])
 def test_rejects_what_the_filter_rejects(config):
     assert not VALIDATOR.is_valid(config)

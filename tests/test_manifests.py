@@ -32,9 +32,12 @@ def test_manifests_match_the_upstream_crd_schemas():
     assert crd_schemas.problems(sorted(ISTIO_DIR.glob("*.yaml")), SCHEMAS) == []
 
 
-def test_the_split_gateway_fixture_matches_the_upstream_crd_schema():
-    # The fixture the split-Gateway tests run against must be a Gateway Istio would accept.
-    assert crd_schemas.problems([ROOT / "tests" / "fixtures" / "split-gateway.yaml"], SCHEMAS) == []
+def test_the_fixtures_match_the_upstream_crd_schemas():
+    # The split Gateway and the header-mode VirtualService the tests run against must be ones
+    # Istio would accept.
+    fixtures = [ROOT / "tests" / "fixtures" / "split-gateway.yaml",
+                ROOT / "tests" / "fixtures" / "header-mode" / "virtualservice.yaml"]
+    assert crd_schemas.problems(fixtures, SCHEMAS) == []
 
 
 def edited(file: str, old: str, new: str, tmp_path: pathlib.Path) -> pathlib.Path:
@@ -243,7 +246,7 @@ def vs_named(manifests, name):
     (alert_problems, lambda m: alert_named(m, "SklearnCanaryGetsNoTraffic")["labels"].update(
         destination_service="sklearn-canary-predictor")),
     (release_header_problems, lambda m: vs_named(m, "sklearn")["spec"]["http"][0]["headers"]["response"]["set"].update(
-        {"x-release": "primary"})),
+        {"x-release": "canary"})),
     (release_header_problems, lambda m: vs_named(m, "sklearn-canary")["spec"]["http"][0].pop("headers")),
 ], ids=["vs-on-other-gateway", "public-vs-missing", "gateway-not-selected", "weighted-route", "model-name-differs",
         "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-host",

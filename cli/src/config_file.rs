@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use canary_split::config::{Config, Route};
 use serde_json::Value;
 
+use crate::gateway::ListenerMatch;
+
 /// Where in its file a config was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -26,6 +28,8 @@ pub struct FoundConfig {
     pub json: Result<Vec<u8>, String>,
     /// For a WasmPlugin, the workload labels it selects (`spec.selector.matchLabels`).
     pub selector: Option<BTreeMap<String, String>>,
+    /// For a WasmPlugin, the gateway listeners its `spec.match` selects; every one otherwise.
+    pub listeners: ListenerMatch,
     /// For a WasmPlugin with targetRefs, the Gateway API Gateways it runs on (`namespace/name`).
     pub targets: Option<Vec<String>>,
 }
@@ -103,6 +107,7 @@ pub fn parse_configs(path: &str, bytes: Vec<u8>) -> Result<Vec<FoundConfig>, Str
             origin: Origin::Json,
             json: Ok(bytes),
             selector: None,
+            listeners: ListenerMatch::Every,
             targets: None,
         }]),
     }
@@ -165,6 +170,7 @@ pub fn wasm_plugin_config(path: &str, document: &Value) -> FoundConfig {
         },
         json,
         selector,
+        listeners: ListenerMatch::of_wasm_plugin(document),
         targets: crate::gateway_api::target_gateways(document),
     }
 }
@@ -188,6 +194,7 @@ fn ecds_configs(path: &str, file: &serde_json::Map<String, Value>) -> Result<Vec
                 origin: Origin::Ecds { resource: index },
                 json: Ok(configuration.as_bytes().to_vec()),
                 selector: None,
+                listeners: ListenerMatch::Every,
                 targets: None,
             })
         })

@@ -81,7 +81,7 @@ pub fn attachment(targets: Option<&Vec<String>>, selector: Option<&BTreeMap<Stri
 /// A Gateway API listener, as read from its Gateway.
 struct Listener {
     name: String,
-    port: u64,
+    port: u32,
     protocol: String,
     hostname: Option<String>,
     terminated: bool,
@@ -127,7 +127,8 @@ impl ListenerGateway {
                 port: listener
                     .get("port")
                     .and_then(Value::as_u64)
-                    .ok_or(format!("{what}: port is missing or not a number"))?,
+                    .and_then(|port| u32::try_from(port).ok())
+                    .ok_or(format!("{what}: port is missing or not a port number"))?,
                 protocol: field("/protocol")?.to_owned(),
                 hostname: text(listener, "/hostname").map(str::to_ascii_lowercase),
                 terminated: text(listener, "/tls/mode").unwrap_or("Terminate") == "Terminate",
@@ -167,7 +168,14 @@ impl ListenerGateway {
                 ),
             ]),
             servers: vec![Server {
+                // The Service Istio deploys sends each listener's port to the same port on the pod
+                // (kube-gateway.yaml), so the port listened on is the listener's.
+                port: listener.port,
+                bind: String::new(),
                 table: self.table(listener),
+                tls: listener.protocol == "HTTPS",
+                // A redirect is an HTTPRoute filter, not a listener setting.
+                redirects: false,
                 hosts: vec![format!("{admitted}/{}", listener.hostname.as_deref().unwrap_or("*"))],
                 label: format!("listener {} of Gateway {}/{}", listener.name, self.namespace, self.name),
             }],
@@ -255,6 +263,25 @@ impl Documents {
     }
 }
 
+/// The header matches of an HTTPRoute's rules (createHeadersMatch in conversion.go): lower-cased
+/// name, and the value if the match is exact (the default type).
+fn header_matches(route: &Value) -> Vec<(String, Option<String>)> {
+    let rules = route.pointer("/spec/rules").and_then(Value::as_array);
+    rules
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| rule.get("matches").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|condition| condition.get("headers").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|header| {
+            let name = text(header, "/name")?.to_ascii_lowercase();
+            let exact = text(header, "/type").unwrap_or("Exact") == "Exact";
+            Some((name, text(header, "/value").filter(|_| exact).map(str::to_owned)))
+        })
+        .collect()
+}
+
 /// The VirtualServices Istio makes of an HTTPRoute: one per listener its parentRefs attach it to,
 /// with the hostnames that listener keeps.
 fn route_virtual_services(
@@ -280,6 +307,8 @@ fn route_virtual_services(
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    let name = format!("{namespace}/{}", text(route, "/metadata/name").unwrap_or("?"));
+    let header_matches = header_matches(route);
     let mut virtual_services = Vec::new();
     for parent in parents {
         if text(parent, "/group").unwrap_or(GROUP) != GROUP || text(parent, "/kind").unwrap_or("Gateway") != "Gateway" {
@@ -303,6 +332,9 @@ fn route_virtual_services(
                     .cloned()
                     .collect();
                 virtual_services.push(VirtualService {
+                    kind: "HTTPRoute",
+                    name: name.clone(),
+                    header_matches: header_matches.clone(),
                     namespace: namespace.clone(),
                     gateways: vec![gateway.internal_name(listener)],
                     hosts,

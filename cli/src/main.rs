@@ -147,9 +147,10 @@ fn check(paths: &[String]) -> Result<String, String> {
                     Keys::NotHere(name) => writeln!(report, "; token pins' keys not checked ({name} is not set here)"),
                 };
                 if routing.has_gateways() {
-                    for finding in routing.check_authority_mode(
+                    for finding in routing.check_gateway_routing(
                         &config,
                         &gateway_api::attachment(found.targets.as_ref(), found.selector.as_ref()),
+                        &found.listeners,
                     ) {
                         failed |= finding.problem;
                         let _ = writeln!(report, "{label}: routes[{}]: {}", finding.route, finding.message);
@@ -403,7 +404,7 @@ fn describe_action(config: &Config, route: &Route, variant: Variant) -> String {
         "{}: sets {}: {}",
         variant.as_str(),
         config.decision_header,
-        variant.as_str()
+        config.decision_values.of(variant)
     );
     if let Some(host) = &route.target(variant).host {
         let _ = write!(

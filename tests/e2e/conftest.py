@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import sys
@@ -11,6 +12,11 @@ from harness import ENVOY, MODULE, Client, EchoUpstream, Envoy, bootstrap, catch
 from istio_routes import (  # noqa: E402
     RouteTable, gateways_of_plugin, load_manifests, route_table_serving, vm_environment, wasm_plugin)
 from pin_token import encode_keys  # noqa: E402
+
+# The public host's VirtualService for header mode, matching a canary value clients cannot guess.
+HEADER_MODE_MANIFESTS = load_manifests(pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "header-mode")
+(HEADER_MODE_CANARY_VALUE,) = [m["headers"]["x-canary-route"]["exact"] for vs in HEADER_MODE_MANIFESTS
+                               for http in vs["spec"]["http"] for m in http.get("match", [])]
 
 
 def pytest_sessionstart(session):
@@ -60,15 +66,23 @@ def gateway(upstreams, gateways):
     return lambda filter_config, concurrency=1: gateways(envoy_for(filter_config, upstreams, concurrency))
 
 
+# Envoy's failure policy for each WasmPlugin failStrategy (pilot/pkg/model/extensions.go).
+FAILURE_POLICIES = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}
+
+
 def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, concurrency: int = 1,
                      plugin_config: dict | None = None, manifests: list[dict] | None = None,
-                     route_table: RouteTable | None = None, gateway_env: dict[str, str] | None = None) -> Envoy:
+                     route_table: RouteTable | None = None, gateway_env: dict[str, str] | None = None,
+                     ecds_path: pathlib.Path | None = None) -> Envoy:
     """An Envoy running what istio/ (or `manifests`) deploys: the WasmPlugin's config and VM
     environment, and the route table that serves its public host over HTTPS (or `route_table`), as
-    Istio renders the VirtualServices on its gateway. Each destination service goes to the local
-    server of its release, found by name (`sklearn-primary-predictor...` -> `primary`).
+    Istio renders the VirtualServices on its gateway, with the filter only if the WasmPlugin's
+    `match` selects that table's listener. Each destination service goes to the local server of
+    its release, found by name (`outbound|80||sklearn-primary-predictor...` -> `primary`).
     `gateway_env` is the gateway's own environment, where the plugin's HOST variables come from
-    (the pin keys, from a Secret in Istio); by default each gets a fresh random key."""
+    (the pin keys, from a Secret in Istio); by default each gets a fresh random key. With
+    `ecds_path` the filter comes through ECDS, as Istio delivers it, with the WasmPlugin's
+    failStrategy (see `harness.bootstrap`)."""
     manifests = manifests or load_manifests()
     plugin = wasm_plugin(manifests)
     config = plugin_config or plugin["spec"]["pluginConfig"]
@@ -80,5 +94,22 @@ def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, 
     environment = vm_environment(plugin)
     if gateway_env is None:
         gateway_env = {name: encode_keys(os.urandom(32)) for name in environment.get("host_env_keys", [])}
+    with_filter = with_filter and table.plugin_runs
     return Envoy(bootstrap(json.dumps(config) if with_filter else None, ports, table.virtual_hosts,
-                           vm_environment=environment), concurrency, env=gateway_env)
+                           vm_environment=environment, route_config=table.route_config(), ecds_path=ecds_path,
+                           failure_policy=FAILURE_POLICIES[plugin["spec"].get("failStrategy", "FAIL_CLOSE")]),
+                 concurrency, env=gateway_env)
+
+
+def header_mode(manifests: list[dict], plugin_config: dict) -> tuple[list[dict], dict]:
+    """`manifests` with the public host's VirtualService replaced by the header-mode fixture's, and
+    `plugin_config` in header mode (no release hosts), writing the value that VirtualService
+    matches for the canary."""
+    replaced = {(vs["metadata"]["namespace"], vs["metadata"]["name"]) for vs in HEADER_MODE_MANIFESTS}
+    kept = [doc for doc in manifests
+            if (doc["metadata"].get("namespace"), doc["metadata"]["name"]) not in replaced or doc["kind"] != "VirtualService"]
+    config = copy.deepcopy(plugin_config)
+    config["decision_values"] = {"canary": HEADER_MODE_CANARY_VALUE}
+    for route in config["routes"]:
+        route.update(primary={}, canary={})
+    return kept + HEADER_MODE_MANIFESTS, config

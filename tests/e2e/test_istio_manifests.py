@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from conftest import envoy_from_istio
-from harness import DECISION_HEADER, Client, EchoUpstream
-from istio_routes import gateways_of_plugin, load_manifests, of_kind, route_tables, wasm_plugin
+from conftest import envoy_from_istio, header_mode
+from harness import DECISION_HEADER, Client, EchoUpstream, Envoy
+from istio_routes import (HELM_CHART_TARGET_PORTS, ISTIOCTL_TARGET_PORTS, gateways_of_plugin, load_manifests, of_kind,
+                          route_table_serving, route_tables, wasm_plugin)
 from sticky_hash import is_canary
 
 MANIFESTS = load_manifests()
@@ -85,9 +86,8 @@ def test_every_response_names_the_release_that_answered(deployed):
 def test_the_public_hosts_own_routes_name_the_release(upstreams):
     # Header mode: the filter only sets the decision header and the public host's routes choose,
     # so the header comes from the public host's canary route and its default primary route.
-    config = copy.deepcopy(wasm_plugin(MANIFESTS)["spec"]["pluginConfig"])
-    config["routes"][0].update(primary={}, canary={})
-    with envoy_from_istio(upstreams, plugin_config=config) as envoy:
+    manifests, config = header_mode(MANIFESTS, wasm_plugin(MANIFESTS)["spec"]["pluginConfig"])
+    with envoy_from_istio(upstreams, plugin_config=config, manifests=manifests) as envoy:
         client = Client(envoy.port)
         for pin, release in ((("traffic", "test"), "canary"), (("x-canary", "never"), "primary")):
             response = client.get(PUBLIC, [pin])
@@ -114,3 +114,38 @@ def test_the_translation_refuses_header_operations_it_does_not_render():
     public["spec"]["http"][0]["headers"]["response"]["add"] = {RELEASE_HEADER: "canary"}
     with pytest.raises(ValueError, match=r"models/sklearn.http\[0\].headers: only headers.response.set is supported"):
         route_tables(manifests, gateways_of_plugin(manifests))
+
+
+def plain_http(upstreams: dict, manifests: list[dict], target_ports: dict[int, int] = ISTIOCTL_TARGET_PORTS) -> Envoy:
+    """The gateway's port-80 listener as Istio renders `manifests`: the filter only if the
+    WasmPlugin's match selects its port."""
+    table = route_table_serving(manifests, gateways_of_plugin(manifests), PUBLIC, "HTTP", target_ports)
+    return envoy_from_istio(upstreams, manifests=manifests, route_table=table)
+
+
+USERS = [[("traffic", "test")], [("x-canary", "never")]] + [[("x-user-id", f"user-{i}")] for i in range(20)]
+
+
+@pytest.mark.parametrize("target_ports", [ISTIOCTL_TARGET_PORTS, HELM_CHART_TARGET_PORTS],
+                         ids=["istioctl istio-ingressgateway", "istio/gateway chart"])
+def test_plain_http_on_the_public_host_redirects_to_the_public_host(upstreams, target_ports):
+    with plain_http(upstreams, MANIFESTS, target_ports) as envoy:
+        client = Client(envoy.port)
+        for headers in USERS:
+            response = client.get(PUBLIC, headers, path="/v1/models/sklearn:predict")
+            assert (response.status, response.response_header("location")) == (
+                301, [f"https://{PUBLIC}/v1/models/sklearn:predict"]), headers
+        for host in (PRIMARY_HOST, CANARY_HOST):
+            assert client.get(host).response_header("location") == [f"https://{host}/"]
+        assert envoy.stats("canary_split") == {}  # the filter is not on this listener
+
+
+def test_without_a_match_the_plugin_redirects_plain_http_to_a_release_host(upstreams):
+    # What the deployment shipped before: the plugin on every listener, port 80 included, where
+    # Envoy builds the redirect from the :authority the filter rewrote.
+    manifests = copy.deepcopy(MANIFESTS)
+    wasm_plugin(manifests)["spec"].pop("match")
+    with plain_http(upstreams, manifests) as envoy:
+        client = Client(envoy.port)
+        assert client.get(PUBLIC, [("traffic", "test")]).response_header("location") == [f"https://{CANARY_HOST}/"]
+        assert client.get(PUBLIC, [("x-canary", "never")]).response_header("location") == [f"https://{PRIMARY_HOST}/"]
