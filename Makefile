@@ -78,12 +78,14 @@ setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER) system-tools
 # Debian packages the tests and benchmarks use (root, as on the project's machines); promtool, which
 # runs the alerts' unit tests, comes with prometheus, whose server the end-to-end tests run (its
 # recommended node exporter is not needed);
-# openssl makes the benchmark gateway's throwaway TLS certificate.
-SYSTEM_TOOLS := skopeo wrk h2load promtool prometheus openssl
+# openssl makes the benchmark gateway's throwaway TLS certificate; kubectl (Debian's kubernetes-client)
+# renders the Kustomizations.
+SYSTEM_TOOLS := skopeo wrk h2load promtool prometheus openssl kubectl
 system-tools:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
-		apt-get install -y -qq --no-install-recommends skopeo wrk nghttp2-client prometheus openssl; fi
+		apt-get install -y -qq --no-install-recommends skopeo wrk nghttp2-client prometheus openssl \
+		$$(command -v kubectl >/dev/null || echo kubernetes-client); fi
 
 # wasm-metadce and wasm-opt, for the post-link pass.
 binaryen:
