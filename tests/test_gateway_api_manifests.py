@@ -27,7 +27,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI = ROOT / "target" / "debug" / "canary-split"
 MANIFESTS = load_manifests(GATEWAY_API_DIR)
 SCHEMAS = crd_schemas.validators()
-PATCHES = GATEWAY_API_DIR / "patches"
 
 
 def test_manifests_match_the_upstream_crd_schemas():
@@ -226,17 +225,14 @@ def test_the_check_refuses_a_plugin_that_targets_no_given_gateway(tmp_path):
     assert "authority mode: none of the Gateways given serves sklearn-predictor-models.example.com" in result.stderr
 
 
-def test_the_patches_are_istios_for_the_gateways_deployment():
-    """The stats and pin-key patches are the same as istio/patches' and name the Deployment Istio
-    runs for the Gateway, in its namespace, where the pin keys' Secret must be too."""
+def test_the_gateways_deployment_is_named_as_istio_names_it():
+    """The README's commands patch the Deployment Istio runs for the Gateway, in its namespace."""
     (gateway,) = of_group(MANIFESTS, "Gateway")
-    deployment, namespace = deployment_name(gateway), gateway["metadata"]["namespace"]
-    assert deployment == "models-gateway-istio"
-    for ours, theirs in (("gateway-stats.yaml", "ingressgateway-stats.yaml"), ("gateway-pin-keys.yaml", "ingressgateway-pin-keys.yaml")):
-        text = (PATCHES / ours).read_text()
-        assert yaml.safe_load(text) == yaml.safe_load((ISTIO_DIR / "patches" / theirs).read_text())
-        assert f"kubectl -n {namespace} patch deployment {deployment} --patch-file istio/gateway-api/patches/{ours}" in text
-    assert f"kubectl -n {namespace} create secret generic canary-split-pin-keys" in (PATCHES / "gateway-pin-keys.yaml").read_text()
+    assert deployment_name(gateway) == "models-gateway-istio"
+    readme = (ROOT / "README.md").read_text()
+    for patch in ("ingressgateway-stats.yaml", "ingressgateway-pin-keys.yaml"):
+        assert (f'kubectl -n {gateway["metadata"]["namespace"]} patch deployment {deployment_name(gateway)} '
+                f"--patch-file istio/patches/{patch}") in readme
 
 
 def json_patched(document: dict, operations: list[dict]) -> dict:
@@ -258,8 +254,9 @@ def json_patched(document: dict, operations: list[dict]) -> dict:
 
 
 def test_the_rollout_job_and_rollout_kubectl_work_on_the_target_refs_plugin(tmp_path):
-    """The Job's command line, unchanged but for the plugin's namespace, against the targetRefs
-    WasmPlugin: each printed `kubectl patch` applies to it and leaves it valid, attached by targetRefs."""
+    """The Job's command line, with the Gateway API gateway's --selector (its namespace is the other
+    change), against the targetRefs WasmPlugin: each printed `kubectl patch` applies to it and
+    leaves it valid, still attached by targetRefs."""
     plugin = wasm_plugin(MANIFESTS)
     fetch, rollout = job_commands(JOB_FILE)
     assert flag(fetch, "--namespace") == JOB_FILE["Job"]["metadata"]["namespace"]  # the one thing to change
@@ -267,7 +264,11 @@ def test_the_rollout_job_and_rollout_kubectl_work_on_the_target_refs_plugin(tmp_
     for release in ("--primary", "--canary"):
         service, namespace = flag(rollout, release).split(".")[:2]
         assert (namespace, service) in variants, f"{release} is not a release's predictor Service"
-    args = [arg for arg in rollout[3:] if arg != "--run"]
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    selector = (f'reporter="source",source_workload="{deployment_name(gateway)}",'
+                f'source_workload_namespace="{gateway["metadata"]["namespace"]}"')
+    assert f"`'{selector}'`" in (ROOT / "README.md").read_text()
+    args = [arg for arg in rollout[3:] if arg != "--run"] + ["--selector", selector]
     args[args.index("--config") + 1] = str(GATEWAY_API_DIR / "wasmplugin.yaml")
     result = subprocess.run([str(CLI), "rollout", *args], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
