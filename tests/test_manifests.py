@@ -105,6 +105,8 @@ def test_authority_mode_works_behind_the_shipped_gateway():
                             text=True)
     assert result.returncode == 0, result.stderr
     assert "routes[0]: authority mode: every route table that serves sklearn-predictor-models.example.com" in result.stdout
+    # No public route on the decision header, and the plugin on no redirecting server.
+    assert "warning" not in result.stdout
 
 
 def test_the_check_refuses_a_broken_plugin_config(tmp_path):

@@ -361,7 +361,7 @@ impl Routing {
 
     /// The VirtualServices that route `host` through `server` of `gateway`: bound to the Gateway,
     /// and admitted by the server for their namespace.
-    fn routing<'r>(
+    fn routes_through<'r>(
         &'r self,
         gateway: &'r Gateway,
         server: &'r Server,
@@ -418,7 +418,7 @@ impl Routing {
             table.servers.push(server.label.clone());
             table.listeners |= gateway.parent.is_some();
             for host in hosts {
-                if self.routing(gateway, server, host).next().is_some() {
+                if self.routes_through(gateway, server, host).next().is_some() {
                     table.hosts.insert((*host).to_owned());
                 }
             }
@@ -481,7 +481,7 @@ impl Routing {
                 server.table.is_some()
                     && !server.redirects
                     && !listeners.may_run_on(server.port)
-                    && self.routing(gateway, server, public).next().is_some()
+                    && self.routes_through(gateway, server, public).next().is_some()
             })
             .map(|(gateway, server_index, server)| {
                 Finding::problem(
@@ -551,7 +551,7 @@ impl Routing {
         let mut findings = Vec::new();
         let mut canary_routed = false;
         for (gateway, _, server) in servers {
-            for vs in self.routing(gateway, server, public) {
+            for vs in self.routes_through(gateway, server, public) {
                 if !seen.insert(vs.name.as_str()) {
                     continue;
                 }

@@ -901,3 +901,29 @@ fn check_says_when_no_gateway_it_was_given_serves_the_public_host() {
         stderr(&output)
     );
 }
+
+#[test]
+fn explain_names_the_decision_value_the_filter_writes() {
+    let config = temp_file(
+        "decision-values.json",
+        r#"{"decision_values": {"canary": "c-7Kq2"}, "routes": [{"host": "shop.example.com",
+            "primary": {}, "canary": {}, "canary_weight": 50, "pin": [{"header": "traffic", "value": "test", "to": "canary"}]}]}"#,
+    );
+    let output = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--host",
+        "shop.example.com",
+        "-H",
+        "traffic: test",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).ends_with("canary: sets x-canary-route: c-7Kq2\n"),
+        "{}",
+        stdout(&output)
+    );
+    let random = stdout(&run(&["explain", "--config", &config, "--host", "shop.example.com"]));
+    assert!(random.contains("primary: sets x-canary-route: primary\n"), "{random}");
+}

@@ -35,6 +35,9 @@ DECISION_HEADER = "x-canary-route"
 # them with these regexes, as Istio does for the gateway's `extraStatTags`.
 STATS_TAGS = ("host", "release", "reason")
 
+# A request header that panics the VM of a module built with the test-only `crash-trigger` feature.
+CRASH_HEADER = ("x-canary-split-test-crash", "1")
+
 # A request header that makes the echo upstreams wait this many seconds before they answer.
 UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"
 

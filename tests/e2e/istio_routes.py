@@ -168,7 +168,7 @@ def route_action(cluster: str) -> dict:
 
 def _routes(vs: dict) -> tuple[list[dict], set[str]]:
     """A VirtualService's http routes as Envoy routes, in order, and the clusters they use
-    (`BuildHTTPRoutesForVirtualService`, `translateRoute`: a route per match, named after the
+    (`BuildHTTPRoutesForVirtualService`, `TranslateRoute`: a route per match, named after the
     http route and the match)."""
     name = f'{vs["metadata"]["namespace"]}/{vs["metadata"]["name"]}'
     routes, clusters = [], set()
