@@ -72,6 +72,24 @@ pub(crate) struct Server {
     pub(crate) hosts: Vec<String>,
     /// The server as the user wrote it, for messages.
     pub(crate) label: String,
+    /// Whether it is listened on at its own port whatever the install: a Gateway API listener
+    /// (the Service Istio deploys for a Gateway keeps each port).
+    pub(crate) listened_on_own_port: bool,
+}
+
+impl Server {
+    fn listened_as(&self) -> String {
+        if self.listened_on_own_port {
+            format!("port {}, listened on as it is", self.port)
+        } else {
+            format!(
+                "port {}, listened on as {} by istioctl's istio-ingressgateway and as {} by the istio/gateway chart",
+                self.port,
+                istioctl_target_port(self.port),
+                self.port
+            )
+        }
+    }
 }
 
 pub(crate) struct VirtualService {
@@ -136,6 +154,14 @@ impl ListenerMatch {
             ListenerMatch::Every => true,
             ListenerMatch::Ports(ports) => ports.contains(&port) || ports.contains(&istioctl_target_port(port)),
             ListenerMatch::None => false,
+        }
+    }
+
+    /// Whether the plugin runs on a server's listener, by the ports it may be listened on.
+    fn runs_on(&self, server: &Server) -> bool {
+        match self {
+            ListenerMatch::Ports(ports) if server.listened_on_own_port => ports.contains(&server.port),
+            _ => self.may_run_on(server.port),
         }
     }
 
@@ -302,6 +328,7 @@ impl Routing {
                 redirects: server.pointer("/tls/httpsRedirect").and_then(Value::as_bool) == Some(true),
                 hosts: texts(server, "/hosts", &what)?,
                 label: format!("{name} servers[{index}]"),
+                listened_on_own_port: false,
             });
         }
         // A later document of the same name replaces an earlier one, as `kubectl apply` would.
@@ -480,19 +507,17 @@ impl Routing {
             .filter(|(gateway, _, server)| {
                 server.table.is_some()
                     && !server.redirects
-                    && !listeners.may_run_on(server.port)
+                    && !listeners.runs_on(server)
                     && self.routes_through(gateway, server, public).next().is_some()
             })
-            .map(|(gateway, server_index, server)| {
+            .map(|(_, _, server)| {
                 Finding::problem(
                     index,
                     format!(
-                        "the WasmPlugin has {}, which leaves out {} servers[{server_index}] (port {}, listened on as {} by istioctl's istio-ingressgateway and as {} by the istio/gateway chart): requests to {public} there are never split. Istio compares the listener's port, the Service's target port",
+                        "the WasmPlugin has {}, which leaves out {} ({}): requests to {public} there are never split. Istio compares the listener's port, the Service's target port",
                         listeners.describe(),
-                        gateway.name,
-                        server.port,
-                        istioctl_target_port(server.port),
-                        server.port
+                        server.label,
+                        server.listened_as()
                     ),
                 )
             })
@@ -512,7 +537,7 @@ impl Routing {
             .iter()
             .filter(|(_, _, server)| {
                 server.redirects
-                    && listeners.may_run_on(server.port)
+                    && listeners.runs_on(server)
                     && server.hosts.iter().any(|entry| {
                         let pattern = entry.rsplit_once('/').map_or(entry.as_str(), |(_, host)| host);
                         host_matches(pattern, public)

@@ -168,8 +168,6 @@ impl ListenerGateway {
                 ),
             ]),
             servers: vec![Server {
-                // The Service Istio deploys sends each listener's port to the same port on the pod
-                // (kube-gateway.yaml), so the port listened on is the listener's.
                 port: listener.port,
                 bind: String::new(),
                 table: self.table(listener),
@@ -178,6 +176,9 @@ impl ListenerGateway {
                 redirects: false,
                 hosts: vec![format!("{admitted}/{}", listener.hostname.as_deref().unwrap_or("*"))],
                 label: format!("listener {} of Gateway {}/{}", listener.name, self.namespace, self.name),
+                // The Service Istio deploys sends each listener's port to the same port on the pods
+                // (kube-gateway.yaml), so a listener is listened on at its own port.
+                listened_on_own_port: true,
             }],
             parent: Some(format!("{}/{}", self.namespace, self.name)),
         }
@@ -449,5 +450,107 @@ spec:
         assert!(gateway.keeps(wild, "*"));
         assert!(overlaps("*.example.com", "*.shop.example.com"));
         assert!(!overlaps("*.example.com", "*.example.org"));
+    }
+
+    /// The findings of `check` for a plugin config in authority mode behind these documents.
+    fn findings(documents: &str, plugin: &str) -> Vec<(bool, String)> {
+        let mut routing = Routing::default();
+        let mut given = Documents::default();
+        for document in serde_yaml_ng::Deserializer::from_str(documents) {
+            given.push(serde::Deserialize::deserialize(document).unwrap(), "test.yaml");
+        }
+        given.add_to(&mut routing).unwrap();
+        let plugin = yaml(plugin);
+        let config = canary_split::config::Config::from_json(
+            br#"{"routes": [{"host": "shop.example.com", "primary": {"host": "shop-v1.example.com"},
+                 "canary": {"host": "shop-v2.example.com"}, "canary_weight": 10}]}"#,
+        )
+        .unwrap();
+        let attached = attachment(target_gateways(&plugin).as_ref(), None);
+        routing
+            .check_gateway_routing(
+                &config,
+                &attached,
+                &crate::gateway::ListenerMatch::of_wasm_plugin(&plugin),
+            )
+            .into_iter()
+            .map(|finding| (finding.problem, finding.message))
+            .collect()
+    }
+
+    const ROUTES: &str = "
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: shop}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.example.com, shop-v1.example.com, shop-v2.example.com]
+  rules: [{backendRefs: [{name: shop-v1, port: 80}]}]";
+
+    const PLUGIN: &str = "metadata: {name: p, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]";
+
+    fn gateway(listeners: &str) -> String {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: shop}}
+spec:
+  gatewayClassName: istio
+  listeners:
+{listeners}{ROUTES}"
+        )
+    }
+
+    #[test]
+    fn authority_mode_is_checked_per_listener_and_named_as_written() {
+        let wildcard = gateway("  - {name: https, port: 443, protocol: HTTPS, hostname: '*.example.com'}");
+        assert_eq!(
+            findings(&wildcard, PLUGIN),
+            [(
+                false,
+                "authority mode: every route table that serves shop.example.com serves its release hosts too (listener https of Gateway shop/gw)".to_owned()
+            )]
+        );
+        let per_host = gateway(
+            "  - {name: public, port: 443, protocol: HTTPS, hostname: shop.example.com}
+  - {name: v1, port: 443, protocol: HTTPS, hostname: shop-v1.example.com}
+  - {name: v2, port: 443, protocol: HTTPS, hostname: shop-v2.example.com}",
+        );
+        let found = findings(&per_host, PLUGIN);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].0);
+        assert!(found[0].1.starts_with(
+            "authority mode cannot work behind listener public of Gateway shop/gw: it serves shop.example.com but not shop-v1.example.com and shop-v2.example.com"
+        ), "{}", found[0].1);
+        // One plain-HTTP listener without a hostname serves every host from one table.
+        let plain = gateway("  - {name: web, port: 80, protocol: HTTP}");
+        assert!(!findings(&plain, PLUGIN)[0].0);
+    }
+
+    #[test]
+    fn a_plugin_in_another_namespace_or_matching_a_remapped_port_is_not_on_the_listener() {
+        let wildcard = gateway("  - {name: https, port: 443, protocol: HTTPS, hostname: '*.example.com'}");
+        let elsewhere = PLUGIN.replace("namespace: shop", "namespace: istio-system");
+        let found = findings(&wildcard, &elsewhere);
+        assert!(
+            found[0].0
+                && found[0]
+                    .1
+                    .contains("none of the Gateways given serves shop.example.com"),
+            "{found:?}"
+        );
+        // istioctl's gateway listens on 8443 for 443; a Gateway API gateway on 443 itself.
+        let remapped = format!("{PLUGIN}\n  match: [{{ports: [{{number: 8443}}]}}]");
+        let found = findings(&wildcard, &remapped);
+        assert!(
+            found.iter().any(|(problem, message)| *problem
+                && message.contains("leaves out listener https of Gateway shop/gw (port 443, listened on as it is)")),
+            "{found:?}"
+        );
+        let selected = format!("{PLUGIN}\n  match: [{{ports: [{{number: 443}}]}}]");
+        assert!(findings(&wildcard, &selected).iter().all(|(problem, _)| !problem));
     }
 }

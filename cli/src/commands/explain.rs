@@ -246,7 +246,7 @@ fn describe_action(config: &Config, route: &Route, variant: Variant) -> String {
         "{}: sets {}: {}",
         variant.as_str(),
         config.decision_header,
-        variant.as_str()
+        config.decision_values.of(variant)
     );
     if let Some(host) = &route.target(variant).host {
         let _ = write!(
