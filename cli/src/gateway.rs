@@ -147,21 +147,28 @@ impl ListenerMatch {
         }
     }
 
-    /// Whether the plugin runs on a server's listener: on istioctl's gateway or the Helm chart's,
-    /// whichever resolution of its port the match names.
-    fn may_run_on(&self, port: u32) -> bool {
+    /// Whether the plugin runs on the listener of a given (resolved) port.
+    fn runs_on(&self, listener_port: u32) -> bool {
         match self {
             ListenerMatch::Every => true,
-            ListenerMatch::Ports(ports) => ports.contains(&port) || ports.contains(&istioctl_target_port(port)),
+            ListenerMatch::Ports(ports) => ports.contains(&listener_port),
             ListenerMatch::None => false,
         }
     }
 
-    /// Whether the plugin runs on a server's listener, by the ports it may be listened on.
-    fn runs_on(&self, server: &Server) -> bool {
-        match self {
-            ListenerMatch::Ports(ports) if server.listened_on_own_port => ports.contains(&server.port),
-            _ => self.may_run_on(server.port),
+    /// Whether the plugin runs on a server's listener on istioctl's gateway or the Helm chart's,
+    /// whichever resolution of its port the match names.
+    fn may_run_on(&self, port: u32) -> bool {
+        self.runs_on(port) || self.runs_on(istioctl_target_port(port))
+    }
+
+    /// Whether the plugin runs on a server's listener: a Gateway API listener is listened on at
+    /// its own port, another server on whichever port its install resolves it to.
+    fn runs_on_server(&self, server: &Server) -> bool {
+        if server.listened_on_own_port {
+            self.runs_on(server.port)
+        } else {
+            self.may_run_on(server.port)
         }
     }
 
@@ -494,7 +501,8 @@ impl Routing {
     }
 
     /// Servers that route the public host to its VirtualServices, on a port the plugin's `match`
-    /// leaves out: their requests are never split.
+    /// leaves out: their requests are never split. A match that names the port only as one of the
+    /// two usual installs listens on it leaves it out on the other.
     fn unsplit_servers(
         &self,
         index: usize,
@@ -502,26 +510,45 @@ impl Routing {
         servers: &[(&Gateway, usize, &Server)],
         listeners: &ListenerMatch,
     ) -> Vec<Finding> {
-        servers
-            .iter()
-            .filter(|(gateway, _, server)| {
-                server.table.is_some()
-                    && !server.redirects
-                    && !listeners.runs_on(server)
-                    && self.routes_through(gateway, server, public).next().is_some()
-            })
-            .map(|(_, _, server)| {
-                Finding::problem(
-                    index,
-                    format!(
-                        "the WasmPlugin has {}, which leaves out {} ({}): requests to {public} there are never split. Istio compares the listener's port, the Service's target port",
-                        listeners.describe(),
-                        server.label,
-                        server.listened_as()
-                    ),
-                )
-            })
-            .collect()
+        let serving = servers.iter().filter(|(gateway, _, server)| {
+            server.table.is_some() && !server.redirects && self.routes_through(gateway, server, public).next().is_some()
+        });
+        let mut findings = Vec::new();
+        for (gateway, server_index, server) in serving {
+            if !server.listened_on_own_port {
+                let (chart, istioctl) = (server.port, istioctl_target_port(server.port));
+                let (on_chart, on_istioctl) = (listeners.runs_on(chart), listeners.runs_on(istioctl));
+                if on_chart != on_istioctl {
+                    let (missing, install) = if on_chart {
+                        (istioctl, "istioctl's istio-ingressgateway")
+                    } else {
+                        (chart, "the istio/gateway chart's gateway")
+                    };
+                    findings.push(Finding::warning(
+                        index,
+                        format!(
+                            "the WasmPlugin has {}, which leaves out port {missing}: on {install}, which listens on {missing} for {} servers[{server_index}] (port {}), requests to {public} there are never split. Add {missing} to the match unless your gateway is installed otherwise",
+                            listeners.describe(),
+                            gateway.name,
+                            server.port
+                        ),
+                    ));
+                }
+            }
+            if listeners.runs_on_server(server) {
+                continue;
+            }
+            findings.push(Finding::problem(
+                index,
+                format!(
+                    "the WasmPlugin has {}, which leaves out {} ({}): requests to {public} there are never split. Istio compares the listener's port, the Service's target port",
+                    listeners.describe(),
+                    server.label,
+                    server.listened_as()
+                ),
+            ));
+        }
+        findings
     }
 
     /// Servers the plugin runs on that redirect the public host to HTTPS: Envoy builds the
@@ -537,7 +564,7 @@ impl Routing {
             .iter()
             .filter(|(_, _, server)| {
                 server.redirects
-                    && listeners.runs_on(server)
+                    && listeners.runs_on_server(server)
                     && server.hosts.iter().any(|entry| {
                         let pattern = entry.rsplit_once('/').map_or(entry.as_str(), |(_, host)| host);
                         host_matches(pattern, public)

@@ -927,3 +927,26 @@ fn explain_names_the_decision_value_the_filter_writes() {
     let random = stdout(&run(&["explain", "--config", &config, "--host", "shop.example.com"]));
     assert!(random.contains("primary: sets x-canary-route: primary\n"), "{random}");
 }
+
+#[test]
+fn check_warns_when_the_match_names_the_https_port_as_only_one_install_listens_on_it() {
+    for (name, port, missing, install) in [
+        ("match-only-443.yaml", 443, 8443, "istioctl's istio-ingressgateway"),
+        ("match-only-8443.yaml", 8443, 443, "the istio/gateway chart's gateway"),
+    ] {
+        let plugin = plugin_with_match(name, Some(&format!("[{{ ports: [{{ number: {port} }}] }}]")));
+        let output = run(&["check", &plugin, "istio/virtualservices.yaml", "istio/gateway.yaml"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let expected = format!(
+            "{plugin}: WasmPlugin canary-split: routes[0]: warning: the WasmPlugin has a match on ports {port}, which \
+             leaves out port {missing}: on {install}, which listens on {missing} for models/models-gateway servers[1] \
+             (port 443), requests to sklearn-predictor-models.example.com there are never split. Add {missing} to the \
+             match unless your gateway is installed otherwise"
+        );
+        assert!(
+            stdout(&output).lines().any(|line| line == expected),
+            "{}",
+            stdout(&output)
+        );
+    }
+}
