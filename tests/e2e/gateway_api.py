@@ -99,9 +99,17 @@ def _server(gateway: dict, listener: dict) -> dict:
 
 
 def _host_matches(pattern: str, host: str) -> bool:
-    """A Gateway API hostname match: `*.suffix` matches any host ending in `.suffix`."""
+    """A Gateway API hostname match: `*.suffix` matches any host ending in `.suffix`, `*` any."""
     pattern, host = pattern.lower(), host.lower()
-    return host.endswith(pattern[1:]) if pattern.startswith("*.") else host == pattern
+    return host.endswith(pattern[1:]) if pattern.startswith("*") else host == pattern
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether two hostnames, either possibly a wildcard, match a common host (host.Name.Matches in
+    pkg/config/host)."""
+    if a.startswith("*") and b.startswith("*"):
+        return a[1:].endswith(b[1:]) or b[1:].endswith(a[1:])
+    return _host_matches(a, b) if a.startswith("*") else _host_matches(b, a) if b.startswith("*") else a == b
 
 
 def _allowed_by_isolation(host: str, listener: dict, siblings: list[dict]) -> bool:
@@ -110,7 +118,7 @@ def _allowed_by_isolation(host: str, listener: dict, siblings: list[dict]) -> bo
     ours = listener.get("hostname", "")
     if ours and "*" not in ours:
         return True
-    if ours and not _host_matches(ours, host):
+    if ours and not _overlaps(ours, host):
         return False
     return not any(other is not listener and other["port"] == listener["port"] and other.get("hostname")
                    and len(other["hostname"]) > len(ours) and _host_matches(other["hostname"], host)

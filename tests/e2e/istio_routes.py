@@ -87,8 +87,13 @@ def plugin_runs_on(plugin: dict, listener_port: int) -> bool:
 
 
 def gateways_of_plugin(manifests: list[dict]) -> list[str]:
-    """`namespace/name` of every Gateway served by the workloads the WasmPlugin selects."""
-    selector = wasm_plugin(manifests)["spec"]["selector"]["matchLabels"]
+    """`namespace/name` of every Gateway served by the workloads the WasmPlugin selects. A plugin
+    with targetRefs applies to Gateway API gateways alone (ShouldAttachPolicy in
+    pilot/pkg/model/policyattachment.go; see gateway_api.py), one without a selector to all."""
+    spec = wasm_plugin(manifests)["spec"]
+    if spec.get("targetRefs") or spec.get("targetRef"):
+        return []
+    selector = spec.get("selector", {}).get("matchLabels", {})
     return [f'{g["metadata"]["namespace"]}/{g["metadata"]["name"]}' for g in of_kind(manifests, "Gateway")
             if selector.items() <= g["spec"]["selector"].items()]
 
