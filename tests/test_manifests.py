@@ -157,12 +157,67 @@ def release_problems(manifests: list[dict]) -> list[str]:
         service = f'{isvc["metadata"]["name"]}-predictor.{isvc["metadata"]["namespace"]}.svc.cluster.local'
         if service not in destinations:
             problems.append(f"{service}: no VirtualService routes to it")
-        if isvc["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode") != "RawDeployment":
-            problems.append(f'{isvc["metadata"]["name"]}: not a RawDeployment')
     if len({tuple(s["spec"]["predictor"]["model"].get("args", [])) for s in services}) != 1:
         problems.append("the releases do not serve the same model name")
     if len({s["spec"]["predictor"]["model"]["storageUri"] for s in services}) != len(services):
         problems.append("two releases share a storageUri")
+    return problems
+
+
+# KServe's names for a raw deployment (pkg/constants/constants.go, v0.16.0 to v0.20.0): "Standard",
+# and "RawDeployment", deprecated since 0.16; the webhook refuses to change the mode once the status
+# has recorded it (validateDeploymentMode, pkg/apis/serving/v1beta1/inference_service_validation.go).
+DEPLOYMENT_MODE = ("serving.kserve.io/deploymentMode", "Standard")
+# The label that keeps KServe from creating an Ingress or HTTPRoute for an InferenceService
+# (RawIngressReconciler.Reconcile and RawHTTPRouteReconciler.Reconcile in
+# pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/, v0.16.0 to v0.20.0 and master).
+VISIBILITY = ("networking.kserve.io/visibility", "cluster-local")
+# KServe's default ingress config (config/configmap/inferenceservice.yaml): the hosts it would route.
+INGRESS_DOMAIN, DOMAIN_TEMPLATE = "example.com", "{name}-{namespace}.{domain}"
+
+
+def kserve_hosts(isvc: dict) -> list[str]:
+    """The hosts KServe's own Ingress for an InferenceService would serve with the default config:
+    the top-level one and the predictor's (generateIngressHost, kube_ingress_reconciler.go)."""
+    name, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
+    return [DOMAIN_TEMPLATE.format(name=n, namespace=namespace, domain=INGRESS_DOMAIN)
+            for n in (name, f"{name}-predictor")]
+
+
+def kserve_problems(manifests: list[dict]) -> list[str]:
+    """Every InferenceService runs in Standard mode and is cluster-local, so that KServe routes
+    none of its hosts past canary-split; and no InferenceService's KServe hosts is the public host
+    (an InferenceService named like its prefix, made public by mistake, would claim it)."""
+    problems = []
+    public = {route["host"] for route in wasm_plugin(manifests)["spec"]["pluginConfig"]["routes"]}
+    for isvc in of_kind(manifests, "InferenceService"):
+        name = isvc["metadata"]["name"]
+        key, mode = DEPLOYMENT_MODE
+        if isvc["metadata"].get("annotations", {}).get(key) != mode:
+            problems.append(f"{name}: annotation {key} is not {mode}")
+        key, visibility = VISIBILITY
+        if isvc["metadata"].get("labels", {}).get(key) != visibility:
+            problems.append(f"{name}: label {key} is not {visibility}: KServe would route "
+                            f"{' and '.join(kserve_hosts(isvc))} itself")
+        problems += [f"{name}: KServe names its host {host}, a public host" for host in kserve_hosts(isvc)
+                     if host in public]
+    return problems
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def first_deploy_problems(manifests: list[dict], readme: str) -> list[str]:
+    """The shipped weight is the one the README's first rollout step deploys with, and it is 0:
+    the canary gets public users only once the rollout raises it."""
+    problems = []
+    said = re.search(r"\*\*Deploy\*\* with `canary_weight: ([0-9.]+)`", readme)
+    for route in wasm_plugin(manifests)["spec"]["pluginConfig"]["routes"]:
+        if route["canary_weight"] != 0:
+            problems.append(f'{route["host"]}: ships canary_weight {route["canary_weight"]}, not 0')
+        if said is None or float(said.group(1)) != route["canary_weight"]:
+            problems.append(f'{route["host"]}: the README\'s deploy step does not say canary_weight '
+                            f'{route["canary_weight"]}')
     return problems
 
 
@@ -208,9 +263,26 @@ def release_header_problems(manifests: list[dict]) -> list[str]:
 
 
 @pytest.mark.parametrize("check", [routing_problems, weight_problems, release_problems, alert_problems,
-                                   release_header_problems])
+                                   release_header_problems, kserve_problems])
 def test_shipped_manifests_agree(check):
     assert check(MANIFESTS) == []
+
+
+def test_the_first_deploy_ships_the_weight_the_readme_deploys_with():
+    assert first_deploy_problems(MANIFESTS, README) == []
+
+
+def plugin_route(manifests):
+    return wasm_plugin(manifests)["spec"]["pluginConfig"]["routes"][0]
+
+
+@pytest.mark.parametrize("edit, readme", [
+    (lambda m: plugin_route(m).update(canary_weight=10), README),
+    (lambda m: None, README.replace("**Deploy** with `canary_weight: 0`", "**Deploy** with `canary_weight: 10`")),
+    (lambda m: None, README.replace("**Deploy** with `canary_weight: 0`", "**Deploy**")),
+], ids=["ships-10", "readme-says-10", "readme-says-nothing"])
+def test_the_first_deploy_check_catches_its_problem(edit, readme):
+    assert first_deploy_problems(broken(edit), readme) != []
 
 
 def broken(edit) -> list[dict]:
@@ -245,9 +317,19 @@ def vs_named(manifests, name):
     (release_header_problems, lambda m: vs_named(m, "sklearn")["spec"]["http"][0]["headers"]["response"]["set"].update(
         {"x-release": "primary"})),
     (release_header_problems, lambda m: vs_named(m, "sklearn-canary")["spec"]["http"][0].pop("headers")),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[0]["metadata"]["annotations"].update(
+        {"serving.kserve.io/deploymentMode": "RawDeployment"})),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"]["labels"].pop(
+        "networking.kserve.io/visibility")),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(annotations={
+        **of_kind(m, "InferenceService")[1]["metadata"]["annotations"], "networking.kserve.io/visibility": "cluster-local"},
+        labels={k: v for k, v in of_kind(m, "InferenceService")[1]["metadata"]["labels"].items()
+                if k != "networking.kserve.io/visibility"})),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[0]["metadata"].update(name="sklearn")),
 ], ids=["vs-on-other-gateway", "public-vs-missing", "gateway-not-selected", "weighted-route", "model-name-differs",
         "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-host",
-        "release-header-names-other-release", "release-header-missing"])
+        "release-header-names-other-release", "release-header-missing", "raw-deployment-mode", "not-cluster-local",
+        "visibility-as-annotation", "named-like-the-public-host"])
 def test_each_cross_check_catches_its_problem(check, edit):
     assert check(broken(edit)) != []
 
