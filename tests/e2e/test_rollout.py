@@ -187,7 +187,7 @@ def test_the_gitops_file_changes_by_one_line(rig, tmp_path):
     shipped, rolled = WASMPLUGIN.read_text().splitlines(), plugin.read_text().splitlines()
     assert len(shipped) == len(rolled)
     assert [(a, b) for a, b in zip(shipped, rolled) if a != b] == [
-        ("      canary_weight: 10", "      canary_weight: 100")]
+        ("      canary_weight: 0", "      canary_weight: 100")]
     assert yaml.safe_load(plugin.read_text())["spec"]["pluginConfig"]["routes"][0]["canary_weight"] == 100
 
 
