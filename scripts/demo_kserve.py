@@ -26,6 +26,7 @@ ROUTE = PLUGIN_CONFIG["routes"][0]
 PUBLIC = ROUTE["host"]
 RAMP = (10, 25, 50, 100)
 USERS = [f"user-{i}" for i in range(1, 21)]
+MANY_USERS = [f"user-{i}" for i in range(1, 201)]
 REQUESTS_PER_USER = 5
 
 
@@ -52,8 +53,8 @@ def weighted_route(weight) -> list[dict]:
     return hosts
 
 
-def releases_per_user(conn, path) -> dict[str, set[str]]:
-    return {u: {predict(conn, path, PUBLIC, {"x-user-id": u}) for _ in range(REQUESTS_PER_USER)} for u in USERS}
+def releases_per_user(conn, path, users=USERS) -> dict[str, set[str]]:
+    return {u: {predict(conn, path, PUBLIC, {"x-user-id": u}) for _ in range(REQUESTS_PER_USER)} for u in users}
 
 
 def main():
@@ -98,15 +99,19 @@ def main():
                 return 1
             before = after
 
-        print(f"\n== The same users through a per-request weighted split at {RAMP[0]} % (no canary-split)")
-        envoy = Envoy(bootstrap(None, models.ports, weighted_route(RAMP[0]))).start()
-        conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=30)
-        seen = releases_per_user(conn, path)
-        envoy.stop()
-        both = sum(len(r) > 1 for r in seen.values())
-        expected = 1 - (1 - RAMP[0] / 100) ** REQUESTS_PER_USER - (RAMP[0] / 100) ** REQUESTS_PER_USER
-        print(f"  {both} of {len(USERS)} users got both models within {REQUESTS_PER_USER} requests "
-              f"(expected at random: {expected * len(USERS):.1f}); with canary-split: 0")
+        weight = RAMP[0]
+        print(f"\n== {len(MANY_USERS)} users, {REQUESTS_PER_USER} requests each, at {weight} %: "
+              f"canary-split, and a per-request weighted split without it")
+        expected = 1 - (1 - weight / 100) ** REQUESTS_PER_USER - (weight / 100) ** REQUESTS_PER_USER
+        for name, envoy in (("canary-split", envoy_from_istio(models.ports, plugin_config=with_weight(weight))),
+                            ("weighted split", Envoy(bootstrap(None, models.ports, weighted_route(weight))))):
+            envoy.start()
+            conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=30)
+            seen = releases_per_user(conn, path, MANY_USERS)
+            envoy.stop()
+            print(f"  {name:15} {sum('canary' in r for r in seen.values()):3} reached the canary, "
+                  f"{sum(len(r) > 1 for r in seen.values()):3} got both models")
+        print(f"  (at random, {expected * 100:.0f} % of users get both models within {REQUESTS_PER_USER} requests)")
     return 0
 
 
