@@ -73,7 +73,9 @@ def test_authority_mode_behind_a_split_gateway_ends_in_404(split_gateway):
 
 
 def test_header_mode_behind_a_split_gateway_routes_on_the_public_hosts_own_table(split_gateway):
-    public = split_gateway(PUBLIC, header_mode(PLUGIN_CONFIG))
+    config = header_mode(PLUGIN_CONFIG)
+    config["routes"][0]["canary_weight"] = 10  # a rollout step: istio/ ships 0
+    public = split_gateway(PUBLIC, config)
     for pin, release in ((("traffic", "test"), "canary"), (("x-canary", "never"), "primary")):
         response = public.get(PUBLIC, [pin])
         assert (response.status, response.upstream, response.headers[DECISION_HEADER]) == (200, release, release)
