@@ -96,7 +96,8 @@ def apply_patch(document, operations: list[dict]):
                 if parent[last] != op["value"]:
                     raise SystemExit(f'The request is invalid: test failed at {op["path"]}')
             elif op["op"] == "replace":
-                parent[last]  # noqa: B018 - replace needs the member to exist
+                if last not in (range(len(parent)) if isinstance(parent, list) else parent):
+                    raise KeyError(last)  # replace needs the member to exist
                 parent[last] = op["value"]
             elif op["op"] == "add":
                 parent[last] = op["value"]
