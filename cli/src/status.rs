@@ -146,7 +146,7 @@ fn reported_weight(prometheus: &Prometheus, route: &Route) -> Result<String, Str
 /// `canary_split_requests_total` over the window, by release and reason.
 fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) -> Result<String, String> {
     let samples = prometheus.query(&format!(
-        "sum by (release, reason) (increase(canary_split_requests_total{{host={}}}[{}]))",
+        "sum by (split_release, reason) (increase(canary_split_requests_total{{host={}}}[{}]))",
         quoted(&route.host),
         range(window)
     ))?;
@@ -157,7 +157,7 @@ fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) 
     for sample in samples {
         let label = |name: &str| sample.labels.get(name).cloned().unwrap_or_else(|| "?".to_owned());
         by_release
-            .entry(label("release"))
+            .entry(label("split_release"))
             .or_default()
             .push((label("reason"), sample.value.unwrap_or(0.0)));
     }

@@ -1,6 +1,6 @@
 """The filter's stats, as Prometheus sees them: a real Prometheus scrapes the gateway's
 `/stats/prometheus` and the counts of a known mix of requests come back through its HTTP API,
-with host, release and reason as labels (Envoy extracts them from the stat names with the
+with host, split_release and reason as labels (Envoy extracts them from the stat names with the
 bootstrap's `stats_tags`, as Istio does with `extraStatTags`)."""
 
 import json
@@ -36,11 +36,11 @@ def gateway_and_prometheus(upstreams):
 
 def requests_by(prometheus: Prometheus, **labels) -> dict[tuple[str, str, str], int]:
     selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return {(s["metric"]["host"], s["metric"]["release"], s["metric"]["reason"]): int(float(s["value"][1]))
+    return {(s["metric"]["host"], s["metric"]["split_release"], s["metric"]["reason"]): int(float(s["value"][1]))
             for s in prometheus.query(f"canary_split_requests_total{{{selector}}}")}
 
 
-def test_a_known_mix_of_requests_is_counted_by_host_release_and_reason(gateway_and_prometheus):
+def test_a_known_mix_of_requests_is_counted_by_host_split_release_and_reason(gateway_and_prometheus):
     client, prometheus = gateway_and_prometheus
     sticky_users = [f"user-{n}" for n in range(40)]
     canary_users = 0
