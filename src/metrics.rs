@@ -184,7 +184,11 @@ mod tests {
         assert_eq!(
             stat_name(
                 REQUESTS,
-                &[(HOST_TAG, "a.example.com"), (RELEASE_TAG, "canary"), (REASON_TAG, "pin")]
+                &[
+                    (HOST_TAG, "a.example.com"),
+                    (RELEASE_TAG, "canary"),
+                    (REASON_TAG, "pin")
+                ]
             ),
             "host=.=a.example.com;.;split_release=.=canary;.;reason=.=pin;.;canary_split_requests_total"
         );
@@ -215,7 +219,10 @@ mod tests {
         // 2 hosts x (2 releases x 3 reasons + spoofs), plus spoofs elsewhere: all distinct.
         assert_eq!(counters.len(), 15);
         let id = |host: &str, release: &str, reason: &str| {
-            counters[&stat_name(REQUESTS, &[(HOST_TAG, host), (RELEASE_TAG, release), (REASON_TAG, reason)])]
+            counters[&stat_name(
+                REQUESTS,
+                &[(HOST_TAG, host), (RELEASE_TAG, release), (REASON_TAG, reason)],
+            )]
         };
         let b = &stats.routes[1];
         assert_eq!(

@@ -1,5 +1,5 @@
 //! `canary-split status`: for each split host, the weight configured and the one the filter
-//! reports, the canary's observed share, requests by reason, each release's errors and p95, the
+//! reports, the canary's observed share, requests by reason, each release's errors and mean latency, the
 //! verdict a rollout would give now, and the alerts firing.
 
 use std::collections::BTreeMap;
@@ -200,16 +200,16 @@ fn release_figures(
     let _ = writeln!(
         out,
         "  {:<9}{:>9}{:>8}{:>13}{:>11}  {}",
-        "release", "requests", "5xx", "error ratio", "p95", releases.label
+        "release", "requests", "5xx", "error ratio", "mean", releases.label
     );
     for (release, figures, name) in [
         ("primary", &figures.primary, &releases.primary_name),
         ("canary", &figures.canary, &releases.canary_name),
     ] {
-        let p95 = figures.p95_ms.map_or_else(|| "-".to_owned(), milliseconds);
+        let mean = figures.mean_ms.map_or_else(|| "-".to_owned(), milliseconds);
         let _ = writeln!(
             out,
-            "  {release:<9}{:>9.0}{:>8.0}{:>13}{p95:>11}  {name}",
+            "  {release:<9}{:>9.0}{:>8.0}{:>13}{mean:>11}  {name}",
             figures.requests,
             figures.errors,
             percent(figures.error_ratio())
