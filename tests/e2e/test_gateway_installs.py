@@ -4,8 +4,8 @@ imitates what a gateway reports (Istio's metric and label names, reporter="sourc
 source_workload and source_workload_namespace as the gateway's Deployment and namespace: istio/proxy
 source/extensions/filters/http/istio_stats/istio_stats.cc before its move to Envoy, and the
 Deployment names of istio/istio manifests/charts/gateway/templates/_helpers.tpl and
-pilot/pkg/config/kube/gatewaycommon/gateway_utils.go). The three gateways serve the same releases
-at different mean latencies, so each figure says which gateway it was read from. The exporter also
+pilot/pkg/config/kube/gatewaycommon/gateway_utils.go). The gateways serve the same releases at
+different mean latencies, so each figure says which gateway it was read from. The exporter also
 serves the filter's request counter, for the alert on missing inputs."""
 
 import subprocess
