@@ -79,7 +79,7 @@ pub struct RolloutArgs {
     /// ...and above this ratio, in percent
     #[arg(long, value_name = "PERCENT", default_value = "1", value_parser = non_negative, allow_negative_numbers = true)]
     pub error_ratio_floor: f64,
-    /// The canary fails when its p95 is more than this many percent above primary's...
+    /// The canary fails when its mean latency is more than this many percent above primary's...
     #[arg(long, value_name = "PERCENT", default_value = "30", value_parser = non_negative, allow_negative_numbers = true)]
     pub max_latency_increase: f64,
     /// ...and above this
@@ -213,7 +213,7 @@ fn describe_criteria(plan: &Plan) -> String {
     let c = &plan.criteria;
     format!(
         "a step passes with at least {:.0} requests per release in the last {} of it, a canary error ratio at most \
-         {:.2} × primary's (or {}), and a canary p95 at most {:.2} × primary's (or {:.0} ms); \
+         {:.2} × primary's (or {}), and a canary mean latency at most {:.2} × primary's (or {:.0} ms); \
          without a verdict it holds for up to {} more, then rolls back",
         c.min_requests,
         humantime::format_duration(plan.window),

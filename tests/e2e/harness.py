@@ -33,7 +33,7 @@ ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy
 DECISION_HEADER = "x-canary-route"
 # The filter's stats carry these labels encoded in their names (src/metrics.rs); Envoy extracts
 # them with these regexes, as Istio does for the gateway's `extraStatTags`.
-STATS_TAGS = ("host", "release", "reason")
+STATS_TAGS = ("host", "split_release", "reason")
 
 # A request header that panics the VM of a module built with the test-only `crash-trigger` feature.
 CRASH_HEADER = ("x-canary-split-test-crash", "1")

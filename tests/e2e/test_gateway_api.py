@@ -24,7 +24,9 @@ PER_HOST_DIR = ROOT / "tests" / "fixtures" / "gateway-api"
 HEADER_MODE_ROUTES = load_manifests(PER_HOST_DIR / "header-mode")
 SHIPPED = load_manifests(GATEWAY_API_DIR)
 PER_HOST = [doc for doc in SHIPPED if doc not in of_group(SHIPPED, "Gateway")] + load_manifests(PER_HOST_DIR)
-PLUGIN_CONFIG = wasm_plugin(SHIPPED)["spec"]["pluginConfig"]
+# The shipped config at a rollout step's weight (istio/gateway-api/ ships 0, the first deploy).
+PLUGIN_CONFIG = copy.deepcopy(wasm_plugin(SHIPPED)["spec"]["pluginConfig"])
+PLUGIN_CONFIG["routes"][0]["canary_weight"] = 10
 ROUTE = PLUGIN_CONFIG["routes"][0]
 PUBLIC, PRIMARY_HOST, CANARY_HOST = ROUTE["host"], ROUTE["primary"]["host"], ROUTE["canary"]["host"]
 RELEASE_HEADER = "x-release"
@@ -87,7 +89,7 @@ def shipped(upstreams, gateways):
     return start(upstreams, gateways, SHIPPED, PUBLIC)
 
 
-def test_authority_mode_splits_at_the_shipped_weight_across_one_wildcard_listener(shipped):
+def test_authority_mode_splits_at_the_weight_across_one_wildcard_listener(shipped):
     requests, canary = 2000, 0
     for _ in range(requests):
         response = shipped.get(PUBLIC)

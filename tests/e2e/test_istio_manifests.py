@@ -16,16 +16,34 @@ MANIFESTS = load_manifests()
 ROUTE = wasm_plugin(MANIFESTS)["spec"]["pluginConfig"]["routes"][0]
 PUBLIC, PRIMARY_HOST, CANARY_HOST = ROUTE["host"], ROUTE["primary"]["host"], ROUTE["canary"]["host"]
 RELEASE_HEADER = "x-release"  # the response header the VirtualServices set
+# istio/ ships canary_weight 0 (the first deploy); most tests run at a rollout's first step.
+STEP_WEIGHT = 10
+
+
+def at_weight(weight) -> dict:
+    config = copy.deepcopy(wasm_plugin(MANIFESTS)["spec"]["pluginConfig"])
+    config["routes"][0]["canary_weight"] = weight
+    return config
 
 
 @pytest.fixture
 def deployed(upstreams):
-    envoy = envoy_from_istio(upstreams).start()
+    envoy = envoy_from_istio(upstreams, plugin_config=at_weight(STEP_WEIGHT)).start()
     yield Client(envoy.port)
     envoy.stop()
 
 
-def test_public_host_splits_at_the_shipped_weight(deployed):
+def test_the_first_deploy_sends_only_pinned_requests_to_the_canary(upstreams):
+    assert ROUTE["canary_weight"] == 0
+    with envoy_from_istio(upstreams) as envoy:
+        client = Client(envoy.port)
+        assert {client.get(PUBLIC).upstream for _ in range(200)} == {"primary"}
+        assert {client.get(PUBLIC, [("x-user-id", str(user))]).upstream for user in range(200)} == {"primary"}
+        assert {client.get(PUBLIC, [("traffic", "test")]).upstream for _ in range(20)} == {"canary"}
+        assert client.get(CANARY_HOST).upstream == "canary"
+
+
+def test_public_host_splits_at_a_rollout_steps_weight(deployed):
     requests, canary = 3000, 0
     for _ in range(requests):
         response = deployed.get(PUBLIC)
@@ -33,7 +51,7 @@ def test_public_host_splits_at_the_shipped_weight(deployed):
         assert response.headers["host"] == expected_host
         assert response.headers[DECISION_HEADER] == response.upstream
         canary += response.upstream == "canary"
-    p = ROUTE["canary_weight"] / 100
+    p = STEP_WEIGHT / 100
     assert abs(canary - requests * p) <= 4.5 * math.sqrt(requests * p * (1 - p))
 
 
@@ -45,7 +63,7 @@ def test_test_traffic_is_pinned_and_release_hosts_reach_their_release(deployed):
         assert deployed.get(CANARY_HOST).upstream == "canary"
 
     # A client's own decision header changes nothing: the sticky key decides.
-    expected = "canary" if is_canary(PUBLIC.encode(), b"user-3", ROUTE["canary_weight"]) else "primary"
+    expected = "canary" if is_canary(PUBLIC.encode(), b"user-3", STEP_WEIGHT) else "primary"
     for _ in range(20):
         response = deployed.get(PUBLIC, [(DECISION_HEADER, "canary"), (DECISION_HEADER, "primary"), ("x-user-id", "user-3")])
         assert response.upstream == response.headers[DECISION_HEADER] == expected

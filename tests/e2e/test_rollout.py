@@ -17,8 +17,9 @@ from rollout_rig import CLI, PUBLIC, Rig, WeightWatcher, ecds_weight, requests_t
 
 STEPS = "10,25,50,100"
 INTERVAL = 3.0
-# Loopback upstreams answer in about a millisecond, but a step's p95 rests on a few dozen requests
-# and one slow scheduling of this shared machine moves it tenfold: latency counts only above 100 ms.
+# Loopback upstreams answer in about a millisecond, but a step's mean rests on a few dozen requests
+# and one slow scheduling of this shared machine moves it many times over: latency counts only above
+# 100 ms.
 JUDGING = ["--interval", f"{INTERVAL:.0f}s", "--poll", "500ms", "--min-requests", "20", "--latency-floor", "100ms"]
 WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "wasmplugin.yaml"
 
@@ -107,7 +108,7 @@ def assert_json_says_what_the_text_says(rig, *args: str) -> dict:
     assert set(releases) == {"label", "canary_share", "primary", "canary", "verdict"}
     assert shown["release"].split()[-1] == releases["label"]
     for role in ("primary", "canary"):
-        assert set(releases[role]) == {"name", "requests", "errors", "error_ratio", "p95_ms"}
+        assert set(releases[role]) == {"name", "requests", "errors", "error_ratio", "mean_ms"}
         assert shown[role].split()[-1] == releases[role]["name"]
     verdict = releases["verdict"]
     assert set(verdict) == {"outcome", "details"}
@@ -257,7 +258,7 @@ def test_the_gitops_file_changes_by_one_line(rig, tmp_path):
     shipped, rolled = WASMPLUGIN.read_text().splitlines(), plugin.read_text().splitlines()
     assert len(shipped) == len(rolled)
     assert [(a, b) for a, b in zip(shipped, rolled) if a != b] == [
-        ("      canary_weight: 10", "      canary_weight: 100")]
+        ("      canary_weight: 0", "      canary_weight: 100")]
     assert yaml.safe_load(plugin.read_text())["spec"]["pluginConfig"]["routes"][0]["canary_weight"] == 100
 
 

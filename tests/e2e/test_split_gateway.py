@@ -79,6 +79,7 @@ def test_authority_mode_behind_a_split_gateway_ends_in_404(split_gateway):
 
 def test_header_mode_behind_a_split_gateway_routes_on_the_public_hosts_own_table(upstreams, gateways):
     manifests, config = header_mode(SPLIT, PLUGIN_CONFIG)
+    config["routes"][0]["canary_weight"] = 10  # a rollout step: istio/ ships 0
     table = route_table_serving(manifests, gateways_of_plugin(manifests), PUBLIC)
     public = gateways(envoy_from_istio(upstreams, manifests=manifests, plugin_config=config, route_table=table))
     for pin, release, value in ((("traffic", "test"), "canary", HEADER_MODE_CANARY_VALUE),
