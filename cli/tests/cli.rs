@@ -121,6 +121,36 @@ fn explain_says_why() {
 }
 
 #[test]
+fn explain_says_a_request_without_the_sticky_cookie_gets_one() {
+    let config = temp_file(
+        "assign.json",
+        r#"{"routes": [{"host": "shop.example.com", "primary": {}, "canary": {"host": "shop-canary.example.com"},
+            "canary_weight": 20, "sticky": {"cookie": "canary-split-user", "assign": {"max_age_seconds": 3600}}}]}"#,
+    );
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["explain", "--config", &config, "--host", "shop.example.com"];
+        args.extend_from_slice(extra);
+        let output = run(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let new_user = explain(&[]);
+    assert!(
+        new_user.contains(
+            "variant: random: canary for 20 % of new users, primary otherwise\nwhy: no pin matched and the request has no cookie canary-split-user: the filter makes a new random key, decides with it, and sends it back as Set-Cookie: canary-split-user=<new key>; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax (and Secure over HTTPS)\n"
+        ),
+        "{new_user}"
+    );
+    // Without x_forwarded_host the rewrite keeps no copy of the original host.
+    assert!(
+        new_user.contains("canary: sets x-canary-route: canary; rewrites :authority to shop-canary.example.com\n"),
+        "{new_user}"
+    );
+    let returning = explain(&["--cookie", "canary-split-user=alice"]);
+    assert!(returning.contains("why: sticky: cookie canary-split-user is in bucket"), "{returning}");
+}
+
+#[test]
 fn explain_unknown_host_and_client_address() {
     let output = run(&[
         "explain",
