@@ -586,8 +586,12 @@ impl TryFrom<Object<StickyFields>> for Sticky {
             (None, _) => None,
             (Some(Object(fields)), KeySource::Cookie(cookie)) => Some(CookieAssignment {
                 cookie: cookie.clone(),
-                max_age_seconds: fields.max_age_seconds.map_or(DEFAULT_MAX_AGE_SECONDS, |MaxAge(seconds)| seconds),
-                path: fields.path.map_or_else(|| DEFAULT_PATH.to_owned(), |CookiePath(path)| path),
+                max_age_seconds: fields
+                    .max_age_seconds
+                    .map_or(DEFAULT_MAX_AGE_SECONDS, |MaxAge(seconds)| seconds),
+                path: fields
+                    .path
+                    .map_or_else(|| DEFAULT_PATH.to_owned(), |CookiePath(path)| path),
                 domain: fields.domain.map(|CookieDomain(domain)| domain),
             }),
             (Some(_), _) => return Err("takes \"assign\" only with \"cookie\" (keys are handed out in a cookie)"),
@@ -619,7 +623,9 @@ impl TryFrom<serde_json::Number> for MaxAge {
             .and_then(|seconds| u32::try_from(seconds).ok())
             .filter(|seconds| (1..=MAX_MAX_AGE_SECONDS).contains(seconds))
             .map(MaxAge)
-            .ok_or_else(|| format!("{number} is not a whole number of seconds from 1 to {MAX_MAX_AGE_SECONDS} (400 days)"))
+            .ok_or_else(|| {
+                format!("{number} is not a whole number of seconds from 1 to {MAX_MAX_AGE_SECONDS} (400 days)")
+            })
     }
 }
 
@@ -968,7 +974,10 @@ mod tests {
             (route_with(r#""pin": [{"zz": 1}]"#), PIN_RULE_FIELDS),
             (route_with(r#""pin": [{"token": {"zz": 1}}]"#), TOKEN_FIELDS),
             (route_with(r#""sticky": {"zz": 1}"#), STICKY_FIELDS),
-            (route_with(r#""sticky": {"cookie": "u", "assign": {"zz": 1}}"#), ASSIGN_FIELDS),
+            (
+                route_with(r#""sticky": {"cookie": "u", "assign": {"zz": 1}}"#),
+                ASSIGN_FIELDS,
+            ),
         ];
         for (json, fields) in cases {
             assert_eq!(unknown_field_message(json), fields.join(", "));
@@ -1157,11 +1166,16 @@ mod tests {
             })
         );
         for domain in ["a.example.com", "example.com"] {
-            let json = route_with(&format!(r#""sticky": {{"cookie": "u", "assign": {{"domain": "{domain}"}}}}"#));
+            let json = route_with(&format!(
+                r#""sticky": {{"cookie": "u", "assign": {{"domain": "{domain}"}}}}"#
+            ));
             assert!(Config::from_json(json.as_bytes()).is_ok(), "{domain}");
         }
         let json = route_with(r#""sticky": {"cookie": "u", "assign": null}"#);
-        assert_eq!(Config::from_json(json.as_bytes()).expect("valid").routes[0].assign, None);
+        assert_eq!(
+            Config::from_json(json.as_bytes()).expect("valid").routes[0].assign,
+            None
+        );
     }
 
     #[test]

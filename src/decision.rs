@@ -763,22 +763,25 @@ mod tests {
         /// it back, at the weight they arrived at and at every higher one.
         #[test]
         fn a_new_key_decides_as_the_same_key_carried_later() {
-            check((any::<u128>(), 0..=10_000u16, 0..=10_000u16), |(random, weight, raised)| {
-                let mut route = assigning_route("0");
-                route.canary_basis_points = weight;
-                let (first, key) = decide_assigning(&route, &FakeRequest::default(), no_random, || new_key(random));
-                let key = key.expect("a new key");
-                let cookie = format!("session=1; uid={key}");
-                let later = FakeRequest::default().with("cookie", cookie.as_bytes());
-                let (again, none) = decide_assigning(&route, &later, no_random, no_key);
-                prop_assert_eq!(&first, &again);
-                prop_assert_eq!(none, None);
-                route.canary_basis_points = weight.max(raised);
-                if first.variant == Variant::Canary {
-                    prop_assert_eq!(decide(&route, &later, no_random).variant, Variant::Canary);
-                }
-                Ok(())
-            });
+            check(
+                (any::<u128>(), 0..=10_000u16, 0..=10_000u16),
+                |(random, weight, raised)| {
+                    let mut route = assigning_route("0");
+                    route.canary_basis_points = weight;
+                    let (first, key) = decide_assigning(&route, &FakeRequest::default(), no_random, || new_key(random));
+                    let key = key.expect("a new key");
+                    let cookie = format!("session=1; uid={key}");
+                    let later = FakeRequest::default().with("cookie", cookie.as_bytes());
+                    let (again, none) = decide_assigning(&route, &later, no_random, no_key);
+                    prop_assert_eq!(&first, &again);
+                    prop_assert_eq!(none, None);
+                    route.canary_basis_points = weight.max(raised);
+                    if first.variant == Variant::Canary {
+                        prop_assert_eq!(decide(&route, &later, no_random).variant, Variant::Canary);
+                    }
+                    Ok(())
+                },
+            );
         }
     }
 }

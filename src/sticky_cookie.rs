@@ -99,7 +99,10 @@ mod tests {
         for random in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
             let key = new_key(random);
             assert_eq!(key.len(), 22, "{key}");
-            assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{key}");
+            assert!(
+                key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{key}"
+            );
             let decoded = URL_SAFE_NO_PAD.decode(&key).expect("base64url");
             assert_eq!(decoded, random.to_le_bytes());
         }

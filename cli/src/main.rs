@@ -355,8 +355,15 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
                 (Some(source), None) => format!("no pin matched and the request has no {}", describe(source)),
                 (None, _) => "no pin matched and the route has no sticky key".to_owned(),
             };
-            let such = if route.assign.is_some() { "new users" } else { "such requests" };
-            let _ = writeln!(out, "variant: random: canary for {weight} % of {such}, primary otherwise");
+            let such = if route.assign.is_some() {
+                "new users"
+            } else {
+                "such requests"
+            };
+            let _ = writeln!(
+                out,
+                "variant: random: canary for {weight} % of {such}, primary otherwise"
+            );
             let _ = writeln!(out, "why: {why}");
             if route.canary_basis_points > 0 {
                 out += &describe_action(config, route, Variant::Canary);

@@ -147,7 +147,10 @@ fn explain_says_a_request_without_the_sticky_cookie_gets_one() {
         "{new_user}"
     );
     let returning = explain(&["--cookie", "canary-split-user=alice"]);
-    assert!(returning.contains("why: sticky: cookie canary-split-user is in bucket"), "{returning}");
+    assert!(
+        returning.contains("why: sticky: cookie canary-split-user is in bucket"),
+        "{returning}"
+    );
 }
 
 #[test]
