@@ -67,7 +67,7 @@ fn check_reads_plugin_config_from_yaml_and_rejects_files_without_one() {
     );
     let output = run(&["check", &yaml]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).ends_with("WasmPlugin split: invalid configuration: routes[0].sticky.ip: unknown field (expected one of: header, cookie, client_ip)\n"));
+    assert!(stderr(&output).ends_with("WasmPlugin split: invalid configuration: routes[0].sticky.ip: unknown field (expected one of: header, cookie, client_ip, assign)\n"));
 
     let none = temp_file("none.yaml", "kind: Service\n");
     let output = run(&["check", &none]);
