@@ -121,6 +121,24 @@ fn explain_says_why() {
 }
 
 #[test]
+fn check_refuses_cookie_assignment_without_a_cookie() {
+    let config = temp_file(
+        "assign-header.json",
+        r#"{"routes": [{"host": "shop.example.com", "primary": {}, "canary": {}, "canary_weight": 20,
+            "sticky": {"header": "x-user-id", "assign": {}}}]}"#,
+    );
+    let output = run(&["check", &config]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).ends_with(
+            "invalid configuration: routes[0].sticky: takes \"assign\" only with \"cookie\" (keys are handed out in a cookie)\n"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn explain_says_a_request_without_the_sticky_cookie_gets_one() {
     let config = temp_file(
         "assign.json",
