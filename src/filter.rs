@@ -171,9 +171,9 @@ impl Stream {
             }
             self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
         }
-        let assignment = route.assign.as_ref()?;
+        let (key, assignment) = (assigned_key?, route.assign.as_ref()?);
         let secure = sticky_cookie::is_https(request.first("x-forwarded-proto").as_deref());
-        Some(assignment.set_cookie(&assigned_key?, secure))
+        Some(assignment.set_cookie(&key, secure))
     }
 
     /// Added, never set: the upstream's own cookies stay. A failed call only loses the cookie; the
