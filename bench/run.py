@@ -6,7 +6,12 @@ under the same load, alternated over several rounds, in two shapes (bench/envoy_
   filters, 300 other hosts): what share of such a gateway's CPU per request the split costs;
 - bare: only the split host, plain text, next to probe modules on the proxy-wasm SDK (a no-op;
   canary-split's host calls without its logic): where canary-split's cost goes, and how much of
-  it is its own code.
+  it is its own code; and what the response path adds (issue 14): the module with and without the
+  response-headers callback, a sticky cookie handed out, x-forwarded-host.
+
+Every comparison is made round by round and reported with a bootstrap interval over the rounds;
+targets are met, missed or unresolved, and the time left under the suite's budget goes to more
+rounds of the configurations an unresolved target compares.
 
 Plus module size, memory per worker, time to configure (natively and inside Envoy) and the
 decision core natively (criterion).
