@@ -644,14 +644,15 @@ def added_share(figures, shape: str, name: str, protocol: str) -> float:
 
 
 def load_table(setups: list[Setup], protocols: list[str], figures: dict[tuple[str, str], Figures]) -> list[str]:
-    lines = ["| configuration | protocol | CPU µs/req best | median | × wc | added share of CPU/req "
-             "| req/s median | × wc | p50 ms | × wc | p99 ms | × wc |", "|" + " --- |" * 12]
+    lines = ["| configuration | protocol | CPU µs/req best | median | × wc [interval] | added share of CPU/req "
+             "[interval] | req/s median | × wc | p50 ms | × wc | p99 ms | × wc |", "|" + " --- |" * 12]
     for protocol in protocols:
         for setup in setups:
             f, base = figures[(setup.key, protocol)], figures[(f"{setup.shape}/weighted", protocol)]
-            share = "-" if setup.name == "floor" else f"{added_share(figures, setup.shape, setup.name, protocol):+.1%}"
+            share = ("-" if setup.name == "floor"
+                     else share_over(figures, setup.shape, setup.name, "floor", protocol).show("+.1%"))
             cells = [setup.label, protocol, f"{f.best('cpu_us'):.1f}", f"{f.median('cpu_us'):.1f}",
-                     ratio(f.median("cpu_us"), base.median("cpu_us")), share]
+                     ratio_to(figures, setup.shape, setup.name, "weighted", protocol).show(".2f"), share]
             for name, digits in (("rps", 0), ("p50_ms", 3), ("p99_ms", 3)):
                 cells.append(f"{f.median(name):.{digits}f}")
                 cells.append(ratio(f.median(name), base.median(name)))
@@ -848,9 +849,10 @@ def full_report(setups, protocols, figures, starts, native, module: pathlib.Path
              f"alternated in the same rounds; best and median of the rounds.{extra} Comparisons are made round by "
              "round (two configurations measured in the same round) and given as the median over the rounds with its "
              f"{CONFIDENCE:.0%} bootstrap interval in brackets; a target is met or missed only when the interval "
-             "clears it, unresolved otherwise. Ratios (× wc) in the load tables are medians over the same "
-             "shape's weighted_clusters. Added share of CPU/req = (configuration − no split) / configuration, "
-             "medians: the part of the gateway's CPU per request that the configuration adds. "
+             "clears it, unresolved otherwise. In the load tables, CPU's × wc and added share are such "
+             "per-round figures; the other ratios (× wc) are medians over the same shape's weighted_clusters' "
+             "medians. Added share of CPU/req = (configuration − no split) / configuration, round by round: the part "
+             "of the gateway's CPU per request that the configuration adds. "
              "HTTP/1.1: wrk, 16 keep-alive connections, 1,000 users cycled in `x-user-id`. "
              f"HTTP/2: h2load, 4 connections × 16 streams, one user (`{H2_USER}`). CPU µs/req: gateway process CPU "
              "time (user + system, /proc/PID/stat) over the load window divided by the requests it completed.", "",
