@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import pathlib
 import platform
@@ -529,7 +530,7 @@ def run_load(binary: pathlib.Path, setups: list[Setup], protocols: list[str], ro
         for round_ in range(rounds):
             one_round(round_, f"{round_ + 1}/{rounds}", setups)
         extra = 0
-        while True:
+        while extra_until:
             focus = [s for s in setups if s.key in unresolved_setups(figures, protocols)]
             window_seconds = (time.monotonic() - measuring) / max(windows, 1)
             if not focus or time.monotonic() + window_seconds * len(focus) * len(protocols) > extra_until:
@@ -687,6 +688,8 @@ class Estimate:
 def bootstrap(values: list[float]) -> Estimate:
     """The median of `values` with a percentile bootstrap interval: rounds resampled whole, with a
     fixed seed so the same figures always get the same interval."""
+    if not values:
+        return Estimate(math.nan, math.nan, math.nan)  # shown as nan, judged unresolved
     rng = random.Random(0)
     medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP_RESAMPLES))
     tail = int((1 - CONFIDENCE) / 2 * BOOTSTRAP_RESAMPLES)
@@ -695,10 +698,11 @@ def bootstrap(values: list[float]) -> Estimate:
 
 def per_round(figures, shape: str, name: str, baseline: str, protocol: str, combine) -> Estimate:
     """`combine(configuration, baseline)` of the gateway CPU per request, round by round (the
-    rounds both have), bootstrapped."""
+    rounds both have; a window whose CPU time was below the clock's tick measured nothing),
+    bootstrapped."""
     ours = figures[(f"{shape}/{name}", protocol)].samples
     theirs = figures[(f"{shape}/{baseline}", protocol)].samples
-    return bootstrap([combine(a.cpu_us, b.cpu_us) for a, b in zip(ours, theirs)])
+    return bootstrap([combine(a.cpu_us, b.cpu_us) for a, b in zip(ours, theirs) if a.cpu_us and b.cpu_us])
 
 
 def difference(figures, shape: str, name: str, baseline: str, protocol: str) -> Estimate:
