@@ -25,6 +25,7 @@ PRIMARY_HOST = "shop-primary.example.com"
 CANARY_HOST = "shop-canary.example.com"
 DECISION_HEADER = "x-canary-route"
 CANARY_PERCENT = 12
+STICKY_COOKIE = "canary-split-user"
 
 
 def _address(port: int) -> dict:
@@ -65,6 +66,7 @@ def upstream() -> dict:
         "response_headers_to_add": [
             {"header": {"key": "x-seen-decision", "value": f"%REQ({DECISION_HEADER})%"}},
             {"header": {"key": "x-seen-authority", "value": "%REQ(:authority)%"}},
+            {"header": {"key": "x-seen-forwarded-host", "value": "%REQ(x-forwarded-host)%"}},
             {"header": {"key": "x-seen-request-id", "value": "%REQ(x-request-id)%"}},
         ],
     }
@@ -128,9 +130,10 @@ def wasm_filter(module: pathlib.Path, plugin_config: str, vm_config: str = "") -
     }}
 
 
-def filter_config(authority_mode: bool, sticky: bool, extra_routes: int = 0) -> str:
-    """canary-split's configuration for the public host (pin, optional sticky header, 12 %),
-    plus `extra_routes` filler routes for the time-to-configure measurements."""
+def filter_config(authority_mode: bool, sticky: bool, extra_routes: int = 0, route_fields: dict | None = None) -> str:
+    """canary-split's configuration for the public host (pin, optional sticky header, 12 %), with
+    `route_fields` set on it (e.g. a sticky cookie it hands out, `x_forwarded_host`), plus
+    `extra_routes` filler routes for the time-to-configure measurements."""
     def route(host: str, primary: str, canary: str) -> dict:
         entry: dict = {
             "host": host,
@@ -143,7 +146,7 @@ def filter_config(authority_mode: bool, sticky: bool, extra_routes: int = 0) -> 
             entry["sticky"] = {"header": "x-user-id"}
         return entry
 
-    routes = [route(PUBLIC_HOST, PRIMARY_HOST, CANARY_HOST)]
+    routes = [{**route(PUBLIC_HOST, PRIMARY_HOST, CANARY_HOST), **(route_fields or {})}]
     routes += [route(f"svc-{i}.example.com", f"svc-{i}-primary.example.com", f"svc-{i}-canary.example.com")
                for i in range(1, extra_routes + 1)]
     return json.dumps({"decision_header": DECISION_HEADER, "routes": routes})

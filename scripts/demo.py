@@ -65,7 +65,7 @@ def main():
 
     section("Rewritten: what the canary upstream receives")
     response = client.get(PUBLIC, [("traffic", "test")])
-    for name in ("host", "x-forwarded-host", "x-canary-route"):
+    for name in ("host", "x-canary-route"):
         print(f"  {name}: {response.headers[name]}")
 
     section(f"Sticky: 10 users, 5 requests each (x-user-id), at canary_weight {weight}")

@@ -7,7 +7,10 @@
    `make bench` prices those entries beside this module.
 2. `wasm-opt -Oz` shrinks what is left.
 
-Usage: post_link.py CARGO_MODULE OUT_MODULE
+Usage: post_link.py CARGO_MODULE OUT_MODULE [--without EXPORT]...
+
+`--without` drops one more of the kept exports: `make bench` builds the filter without
+proxy_on_response_headers to price what exporting that callback costs a request.
 """
 
 import json
@@ -17,8 +20,9 @@ import sys
 import tempfile
 
 # What Envoy needs from the module: its memory, the ABI version it was built for, the VM and
-# plugin lifecycle, and the one stream callback the filter acts in. proxy_on_delete stays so the
-# SDK forgets each stream; without proxy_on_done Envoy deletes a stream straight away.
+# plugin lifecycle, and the stream callbacks the filter acts in: request headers (the decision)
+# and response headers (a sticky cookie handed out). proxy_on_delete stays so the SDK forgets each
+# stream; without proxy_on_done Envoy deletes a stream straight away.
 KEPT_EXPORTS = [
     "memory",
     "_initialize",
@@ -28,6 +32,7 @@ KEPT_EXPORTS = [
     "proxy_on_configure",
     "proxy_on_context_create",
     "proxy_on_request_headers",
+    "proxy_on_response_headers",
     "proxy_on_delete",
 ]
 
@@ -36,9 +41,13 @@ FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-nontrapping-f
             "--enable-mutable-globals"]
 
 
-def main(cargo_module: str, out_module: str) -> None:
-    graph = [{"name": "envoy", "root": True, "reaches": KEPT_EXPORTS}]
-    graph += [{"name": name, "export": name} for name in KEPT_EXPORTS]
+def main(cargo_module: str, out_module: str, without: list[str]) -> None:
+    unknown = set(without) - set(KEPT_EXPORTS)
+    if unknown:
+        sys.exit(f"--without {', '.join(sorted(unknown))}: not a kept export")
+    kept = [name for name in KEPT_EXPORTS if name not in without]
+    graph = [{"name": "envoy", "root": True, "reaches": kept}]
+    graph += [{"name": name, "export": name} for name in kept]
     with tempfile.TemporaryDirectory() as tmp:
         graph_file = pathlib.Path(tmp) / "graph.json"
         graph_file.write_text(json.dumps(graph))
@@ -50,6 +59,8 @@ def main(cargo_module: str, out_module: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    arguments = sys.argv[1:]
+    options = arguments[2:]
+    if len(arguments) < 2 or len(options) % 2 or any(flag != "--without" for flag in options[::2]):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(arguments[0], arguments[1], options[1::2])

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::authority::{self, MAX_HOST_LEN};
 use crate::pin_token::PinKeys;
+use crate::sticky_cookie::{CookieAssignment, DEFAULT_MAX_AGE_SECONDS, DEFAULT_PATH, MAX_MAX_AGE_SECONDS};
 use crate::sticky_hash::BUCKETS;
 
 /// The decision header's name when the config does not set `decision_header`.
@@ -29,11 +30,21 @@ const RESERVED_DECISION_HEADERS: &[&str] = &[FORWARDED_HOST_HEADER, "host"];
 /// `filter-config/schema.json` must list the same (tests compare both with what serde accepts).
 pub const CONFIG_FIELDS: &[&str] = &["decision_header", "decision_values", "pin_keys_env", "routes"];
 pub const DECISION_VALUES_FIELDS: &[&str] = &["primary", "canary"];
-pub const ROUTE_FIELDS: &[&str] = &["host", "primary", "canary", "canary_weight", "pin", "sticky", "salt"];
+pub const ROUTE_FIELDS: &[&str] = &[
+    "host",
+    "primary",
+    "canary",
+    "canary_weight",
+    "pin",
+    "sticky",
+    "salt",
+    "x_forwarded_host",
+];
 pub const TARGET_FIELDS: &[&str] = &["host"];
 pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "token", "value", "to"];
 pub const TOKEN_FIELDS: &[&str] = &["header", "cookie"];
-pub const STICKY_FIELDS: &[&str] = &["header", "cookie", "client_ip"];
+pub const STICKY_FIELDS: &[&str] = &["header", "cookie", "client_ip", "assign"];
+pub const ASSIGN_FIELDS: &[&str] = &["max_age_seconds", "path", "domain"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -131,7 +142,7 @@ pub struct Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "Object<RouteFields>")]
+#[serde(try_from = "Object<RouteFields>")]
 pub struct Route {
     /// Public host, lower-cased, without port.
     pub host: String,
@@ -141,8 +152,12 @@ pub struct Route {
     pub canary_basis_points: u16,
     pub pins: Vec<PinRule>,
     pub sticky: Option<KeySource>,
+    /// With a sticky cookie: a request without one gets a new key in that cookie.
+    pub assign: Option<CookieAssignment>,
     /// Salt of the sticky hash; the route's host unless the config overrides it.
     pub salt: String,
+    /// When the filter rewrites `:authority`, it keeps the original in `x-forwarded-host`.
+    pub x_forwarded_host: bool,
     /// The keys its token pins verify with; none for a route without token pins, or for a
     /// config read without its environment.
     pub pin_keys: PinKeys,
@@ -492,21 +507,38 @@ struct RouteFields {
     pin: Option<Array<PinRule>>,
     sticky: Option<Sticky>,
     salt: Option<NonEmpty>,
+    x_forwarded_host: Option<bool>,
 }
 
-impl From<Object<RouteFields>> for Route {
-    fn from(Object(fields): Object<RouteFields>) -> Self {
+impl TryFrom<Object<RouteFields>> for Route {
+    type Error = String;
+
+    fn try_from(Object(fields): Object<RouteFields>) -> Result<Self, String> {
         let PublicHost(host) = fields.host;
-        Route {
+        let (sticky, assign) = match fields.sticky {
+            Some(Sticky { source, assign }) => (Some(source), assign),
+            None => (None, None),
+        };
+        if let Some(domain) = assign.as_ref().and_then(|assign| assign.domain.as_deref()) {
+            let covered = host == domain || host.strip_suffix(domain).is_some_and(|sub| sub.ends_with('.'));
+            if !covered {
+                return Err(format!(
+                    "sticky.assign.domain {domain:?} is neither the host {host:?} nor a domain above it (browsers would refuse the cookie)"
+                ));
+            }
+        }
+        Ok(Route {
             salt: fields.salt.map_or_else(|| host.clone(), |NonEmpty(salt)| salt),
             host,
             primary: fields.primary,
             canary: fields.canary,
             canary_basis_points: fields.canary_weight.0,
             pins: fields.pin.map_or_else(Vec::new, |Array(pins)| pins),
-            sticky: fields.sticky.map(|Sticky(source)| source),
+            sticky,
+            assign,
+            x_forwarded_host: fields.x_forwarded_host.unwrap_or(false),
             pin_keys: PinKeys::default(),
-        }
+        })
     }
 }
 
@@ -602,10 +634,13 @@ impl TryFrom<Object<TokenFields>> for TokenSource {
     }
 }
 
-/// Where a route's sticky key comes from.
+/// Where a route's sticky key comes from, and for a cookie, whether the filter hands out keys.
 #[derive(Deserialize)]
 #[serde(try_from = "Object<StickyFields>")]
-struct Sticky(KeySource);
+struct Sticky {
+    source: KeySource,
+    assign: Option<CookieAssignment>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -613,18 +648,100 @@ struct StickyFields {
     header: Option<HeaderName>,
     cookie: Option<CookieName>,
     client_ip: Option<ClientIp>,
+    assign: Option<Object<AssignFields>>,
 }
 
 impl TryFrom<Object<StickyFields>> for Sticky {
     type Error = &'static str;
 
     fn try_from(Object(sticky): Object<StickyFields>) -> Result<Self, Self::Error> {
-        match (sticky.header, sticky.cookie, sticky.client_ip) {
-            (Some(HeaderName(name)), None, None) => Ok(Sticky(KeySource::Header(name))),
-            (None, Some(CookieName(name)), None) => Ok(Sticky(KeySource::Cookie(name))),
-            (None, None, Some(ClientIp)) => Ok(Sticky(KeySource::ClientAddress)),
-            _ => Err("needs exactly one of \"header\", \"cookie\" or \"client_ip\""),
+        let source = match (sticky.header, sticky.cookie, sticky.client_ip) {
+            (Some(HeaderName(name)), None, None) => KeySource::Header(name),
+            (None, Some(CookieName(name)), None) => KeySource::Cookie(name),
+            (None, None, Some(ClientIp)) => KeySource::ClientAddress,
+            _ => return Err("needs exactly one of \"header\", \"cookie\" or \"client_ip\""),
+        };
+        let assign = match (sticky.assign, &source) {
+            (None, _) => None,
+            (Some(Object(fields)), KeySource::Cookie(cookie)) => Some(CookieAssignment {
+                cookie: cookie.clone(),
+                max_age_seconds: fields
+                    .max_age_seconds
+                    .map_or(DEFAULT_MAX_AGE_SECONDS, |MaxAge(seconds)| seconds),
+                path: fields
+                    .path
+                    .map_or_else(|| DEFAULT_PATH.to_owned(), |CookiePath(path)| path),
+                domain: fields.domain.map(|CookieDomain(domain)| domain),
+            }),
+            (Some(_), _) => return Err("takes \"assign\" only with \"cookie\" (keys are handed out in a cookie)"),
+        };
+        Ok(Sticky { source, assign })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignFields {
+    max_age_seconds: Option<MaxAge>,
+    path: Option<CookiePath>,
+    domain: Option<CookieDomain>,
+}
+
+/// `Max-Age` of an assigned cookie: whole seconds, at least one, at most the 400 days browsers
+/// keep a cookie (RFC 6265bis).
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Number")]
+struct MaxAge(u32);
+
+impl TryFrom<serde_json::Number> for MaxAge {
+    type Error = String;
+
+    fn try_from(number: serde_json::Number) -> Result<Self, String> {
+        number
+            .as_u64()
+            .and_then(|seconds| u32::try_from(seconds).ok())
+            .filter(|seconds| (1..=MAX_MAX_AGE_SECONDS).contains(seconds))
+            .map(MaxAge)
+            .ok_or_else(|| {
+                format!("{number} is not a whole number of seconds from 1 to {MAX_MAX_AGE_SECONDS} (400 days)")
+            })
+    }
+}
+
+/// `Path` of an assigned cookie: starts with `/`, visible ASCII without `;`.
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct CookiePath(String);
+
+impl TryFrom<NonEmpty> for CookiePath {
+    type Error = String;
+
+    fn try_from(NonEmpty(path): NonEmpty) -> Result<Self, String> {
+        let visible = path.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+        if !path.starts_with('/') || !visible || path.len() > 1024 {
+            return Err(format!(
+                "{path:?} is not a cookie path (starts with \"/\", visible ASCII without \";\")"
+            ));
         }
+        Ok(CookiePath(path))
+    }
+}
+
+/// `Domain` of an assigned cookie: a host name, lower-cased, a leading dot dropped (RFC 6265
+/// ignores it).
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct CookieDomain(String);
+
+impl TryFrom<NonEmpty> for CookieDomain {
+    type Error = String;
+
+    fn try_from(NonEmpty(domain): NonEmpty) -> Result<Self, String> {
+        let name = domain.strip_prefix('.').unwrap_or(&domain);
+        if name.is_empty() || name.len() > MAX_HOST_LEN || !name.bytes().all(is_host_byte) {
+            return Err(format!("{domain:?} is not a domain name"));
+        }
+        Ok(CookieDomain(name.to_ascii_lowercase()))
     }
 }
 
@@ -940,6 +1057,10 @@ mod tests {
             (route_with(r#""pin": [{"zz": 1}]"#), PIN_RULE_FIELDS),
             (route_with(r#""pin": [{"token": {"zz": 1}}]"#), TOKEN_FIELDS),
             (route_with(r#""sticky": {"zz": 1}"#), STICKY_FIELDS),
+            (
+                route_with(r#""sticky": {"cookie": "u", "assign": {"zz": 1}}"#),
+                ASSIGN_FIELDS,
+            ),
         ];
         for (json, fields) in cases {
             assert_eq!(unknown_field_message(json), fields.join(", "));
@@ -1120,6 +1241,54 @@ mod tests {
     }
 
     #[test]
+    fn sticky_cookie_assignment_and_its_defaults() {
+        let json = route_with(r#""sticky": {"cookie": "canary-split-user", "assign": {}}"#);
+        let route = Config::from_json(json.as_bytes()).expect("valid").routes.remove(0);
+        assert_eq!(route.sticky, Some(KeySource::Cookie("canary-split-user".into())));
+        assert_eq!(
+            route.assign,
+            Some(CookieAssignment {
+                cookie: "canary-split-user".into(),
+                max_age_seconds: 2_592_000,
+                path: "/".into(),
+                domain: None,
+            })
+        );
+        let json = route_with(
+            r#""sticky": {"cookie": "u", "assign": {"max_age_seconds": 3600, "path": "/shop", "domain": ".Example.COM"}}"#,
+        );
+        let route = Config::from_json(json.as_bytes()).expect("valid").routes.remove(0);
+        assert_eq!(
+            route.assign,
+            Some(CookieAssignment {
+                cookie: "u".into(),
+                max_age_seconds: 3600,
+                path: "/shop".into(),
+                domain: Some("example.com".into()),
+            })
+        );
+        for domain in ["a.example.com", "example.com"] {
+            let json = route_with(&format!(
+                r#""sticky": {{"cookie": "u", "assign": {{"domain": "{domain}"}}}}"#
+            ));
+            assert!(Config::from_json(json.as_bytes()).is_ok(), "{domain}");
+        }
+        let json = route_with(r#""sticky": {"cookie": "u", "assign": null}"#);
+        assert_eq!(
+            Config::from_json(json.as_bytes()).expect("valid").routes[0].assign,
+            None
+        );
+    }
+
+    #[test]
+    fn x_forwarded_host_is_opt_in() {
+        let off = Config::from_json(route_with("").as_bytes()).expect("valid");
+        assert!(!off.routes[0].x_forwarded_host);
+        let on = Config::from_json(route_with(r#""x_forwarded_host": true"#).as_bytes()).expect("valid");
+        assert!(on.routes[0].x_forwarded_host);
+    }
+
+    #[test]
     fn weights_convert_to_basis_points() {
         for (weight, expected) in [
             ("0", 0),
@@ -1187,6 +1356,7 @@ mod tests {
                 PIN_RULE_FIELDS,
                 TOKEN_FIELDS,
                 STICKY_FIELDS,
+                ASSIGN_FIELDS,
             ]
             .concat();
             prop_oneof![select(known).prop_map(str::to_owned), "[a-z_]{1,8}"]
@@ -1358,7 +1528,7 @@ mod tests {
             (r#"{"routes": [], "decision_header": "X-Forwarded-Host"}"#.into(), "decision_header: \"x-forwarded-host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [], "decision_header": "host"}"#.into(), "decision_header: \"host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [7]}"#.into(), "routes[0]: expected an object, found the number 7"),
-            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt)"),
+            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, x_forwarded_host)"),
             (route_with("").replace("10", "150"), "routes[0].canary_weight: 150 is not in 0..=100"),
             (route_with("").replace("10", "-1"), "routes[0].canary_weight: -1 is not in 0..=100"),
             (route_with("").replace("10", "12.345"), "routes[0].canary_weight: 12.345 is finer than the resolution of 0.01 (one basis point)"),
@@ -1396,8 +1566,26 @@ mod tests {
             (route_with(r#""sticky": {}"#), "routes[0].sticky: needs exactly one of \"header\", \"cookie\" or \"client_ip\""),
             (route_with(r#""sticky": {"header": "u", "cookie": "u"}"#), "routes[0].sticky: needs exactly one of \"header\", \"cookie\" or \"client_ip\""),
             (route_with(r#""sticky": {"client_ip": false}"#), "routes[0].sticky.client_ip: must be true (omit \"sticky\" for no stickiness)"),
-            (route_with(r#""sticky": {"ip": true}"#), "routes[0].sticky.ip: unknown field (expected one of: header, cookie, client_ip)"),
+            (route_with(r#""sticky": {"ip": true}"#), "routes[0].sticky.ip: unknown field (expected one of: header, cookie, client_ip, assign)"),
             (route_with(r#""salt": """#), "routes[0].salt: must not be empty"),
+            (route_with(r#""sticky": {"header": "u", "assign": {}}"#), "routes[0].sticky: takes \"assign\" only with \"cookie\" (keys are handed out in a cookie)"),
+            (route_with(r#""sticky": {"client_ip": true, "assign": {}}"#), "routes[0].sticky: takes \"assign\" only with \"cookie\" (keys are handed out in a cookie)"),
+            (route_with(r#""sticky": {"assign": {}}"#), "routes[0].sticky: needs exactly one of \"header\", \"cookie\" or \"client_ip\""),
+            (route_with(r#""sticky": {"cookie": "u", "assign": true}"#), "routes[0].sticky.assign: expected an object, found true"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"max_age": 5}}"#), "routes[0].sticky.assign.max_age: unknown field (expected one of: max_age_seconds, path, domain)"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"max_age_seconds": 0}}"#), "routes[0].sticky.assign.max_age_seconds: 0 is not a whole number of seconds from 1 to 34560000 (400 days)"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"max_age_seconds": 34560001}}"#), "routes[0].sticky.assign.max_age_seconds: 34560001 is not a whole number of seconds from 1 to 34560000 (400 days)"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"max_age_seconds": 1.5}}"#), "routes[0].sticky.assign.max_age_seconds: 1.5 is not a whole number of seconds from 1 to 34560000 (400 days)"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"max_age_seconds": -1}}"#), "routes[0].sticky.assign.max_age_seconds: -1 is not a whole number of seconds from 1 to 34560000 (400 days)"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"max_age_seconds": "30d"}}"#), "routes[0].sticky.assign.max_age_seconds: expected a JSON number, found the string \"30d\""),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"path": "app"}}"#), "routes[0].sticky.assign.path: \"app\" is not a cookie path (starts with \"/\", visible ASCII without \";\")"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"path": "/a; Secure"}}"#), "routes[0].sticky.assign.path: \"/a; Secure\" is not a cookie path (starts with \"/\", visible ASCII without \";\")"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"path": ""}}"#), "routes[0].sticky.assign.path: must not be empty"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"domain": "example.com:443"}}"#), "routes[0].sticky.assign.domain: \"example.com:443\" is not a domain name"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"domain": "."}}"#), "routes[0].sticky.assign.domain: \".\" is not a domain name"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"domain": "other.com"}}"#), "routes[0]: sticky.assign.domain \"other.com\" is neither the host \"a.example.com\" nor a domain above it (browsers would refuse the cookie)"),
+            (route_with(r#""sticky": {"cookie": "u", "assign": {"domain": "ple.com"}}"#), "routes[0]: sticky.assign.domain \"ple.com\" is neither the host \"a.example.com\" nor a domain above it (browsers would refuse the cookie)"),
+            (route_with(r#""x_forwarded_host": "yes""#), "routes[0].x_forwarded_host: expected a boolean, found the string \"yes\""),
             (route_with("").replace("\"primary\": {}", "\"primary\": [\"p.example.com\"]"), "routes[0].primary: expected an object, found an array"),
             (r#"{"routes": [["a.example.com", {}, {}, 10]]}"#.into(), "routes[0]: expected an object, found an array"),
             (r#"{"routes": [], "routes": []}"#.into(), "routes: is set more than once"),

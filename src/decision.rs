@@ -49,7 +49,31 @@ pub struct RejectedToken {
 /// `random_bucket()` (a uniform number in `0..10_000`). Canary when the bucket is below the weight.
 /// A token pin matches when its header or cookie carries a token that verifies for the route's
 /// host; an empty value is no token.
+///
+/// A route that hands out sticky cookies (`assign`) decides a request without its key at random
+/// here, as if it had none: the filter uses [`decide_assigning`], which gives it one.
 pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnOnce() -> u16) -> Decision {
+    decide_with(route, request, random_bucket, None::<fn() -> String>).0
+}
+
+/// As [`decide`]; and on a route that hands out sticky cookies, a request that no pin decides and
+/// that carries no key (or an empty one) gets `new_key()` and is decided with it exactly as if it
+/// had carried it. The new key comes back beside the decision, for the `Set-Cookie`.
+pub fn decide_assigning(
+    route: &Route,
+    request: &impl RequestView,
+    random_bucket: impl FnOnce() -> u16,
+    new_key: impl FnOnce() -> String,
+) -> (Decision, Option<String>) {
+    decide_with(route, request, random_bucket, Some(new_key))
+}
+
+fn decide_with(
+    route: &Route,
+    request: &impl RequestView,
+    random_bucket: impl FnOnce() -> u16,
+    new_key: Option<impl FnOnce() -> String>,
+) -> (Decision, Option<String>) {
     let mut values = RequestValues::new(request);
     let mut rejected_tokens = Vec::new();
     for (rule, pin) in route.pins.iter().enumerate() {
@@ -67,11 +91,12 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
             },
         };
         if let Some(variant) = pinned_to {
-            return Decision {
+            let decision = Decision {
                 variant,
                 reason: Reason::Pinned { rule },
                 rejected_tokens,
             };
+            return (decision, None);
         }
     }
     let sticky_key = route
@@ -79,7 +104,11 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
         .as_ref()
         .and_then(|source| values.read(source))
         .filter(|key| !key.is_empty());
-    let (bucket, reason) = match sticky_key {
+    let assigned_key = match (sticky_key, &route.assign, new_key) {
+        (None, Some(_), Some(new_key)) => Some(new_key()),
+        _ => None,
+    };
+    let (bucket, reason) = match sticky_key.or(assigned_key.as_deref().map(str::as_bytes)) {
         Some(key) => {
             let bucket = sticky_hash::bucket(route.salt.as_bytes(), key);
             (bucket, Reason::Sticky { bucket })
@@ -94,11 +123,12 @@ pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnO
     } else {
         Variant::Primary
     };
-    Decision {
+    let decision = Decision {
         variant,
         reason,
         rejected_tokens,
-    }
+    };
+    (decision, assigned_key)
 }
 
 /// What the decision has read from a request so far: each header, the cookies and the client
@@ -660,5 +690,98 @@ mod tests {
                 bucket: sticky_hash::bucket(b"a", b"user-1")
             }
         );
+    }
+
+    fn assigning_route(weight: &str) -> Route {
+        route(&format!(
+            r#"{{"host": "a.example.com", "primary": {{}}, "canary": {{}}, "canary_weight": {weight},
+                "pin": [{{"header": "traffic", "value": "test", "to": "canary"}}],
+                "sticky": {{"cookie": "uid", "assign": {{}}}}}}"#
+        ))
+    }
+
+    fn no_key() -> String {
+        panic!("a key made where the decision should not need one")
+    }
+
+    #[test]
+    fn a_request_without_the_cookie_gets_a_new_key_and_is_decided_with_it() {
+        let route = assigning_route("50");
+        for cookies in [None, Some(&b"other=1"[..]), Some(b"uid="), Some(b"uid=\"\"")] {
+            let request = match cookies {
+                Some(cookies) => FakeRequest::default().with("cookie", cookies),
+                None => FakeRequest::default(),
+            };
+            let (decision, key) = decide_assigning(&route, &request, no_random, || "fresh-key".to_owned());
+            assert_eq!(key.as_deref(), Some("fresh-key"), "{cookies:?}");
+            let bucket = sticky_hash::bucket(b"a.example.com", b"fresh-key");
+            assert_eq!(decision.reason, Reason::Sticky { bucket });
+            assert_eq!(decision.variant == Variant::Canary, bucket < 5_000);
+        }
+    }
+
+    #[test]
+    fn a_request_with_the_cookie_or_a_pin_gets_no_new_key() {
+        let route = assigning_route("50");
+        let carried = FakeRequest::default().with("cookie", b"uid=alice");
+        let (decision, key) = decide_assigning(&route, &carried, no_random, no_key);
+        assert_eq!(key, None);
+        assert_eq!(
+            decision.reason,
+            Reason::Sticky {
+                bucket: sticky_hash::bucket(b"a.example.com", b"alice")
+            }
+        );
+        let pinned = FakeRequest::default().with("traffic", b"test");
+        let (decision, key) = decide_assigning(&route, &pinned, no_random, no_key);
+        assert_eq!((decision.reason, key), (Reason::Pinned { rule: 0 }, None));
+    }
+
+    #[test]
+    fn only_routes_that_assign_make_keys() {
+        let plain = pinned_route("50");
+        let (decision, key) = decide_assigning(&plain, &FakeRequest::default(), || 7, no_key);
+        assert_eq!((decision.reason, key), (Reason::Random { bucket: 7 }, None));
+        let by_cookie =
+            route(r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 50, "sticky": {"cookie": "uid"}}"#);
+        let (decision, key) = decide_assigning(&by_cookie, &FakeRequest::default(), || 7, no_key);
+        assert_eq!((decision.reason, key), (Reason::Random { bucket: 7 }, None));
+        // Without a generator (tools, which cannot know the key) such a request is random.
+        let decision = decide(&assigning_route("50"), &FakeRequest::default(), || 7);
+        assert_eq!(decision.reason, Reason::Random { bucket: 7 });
+    }
+
+    mod assigning_properties {
+        use super::*;
+        use crate::properties::check;
+        use crate::sticky_cookie::new_key;
+        use proptest::prelude::*;
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
+
+        /// A user given a key is decided exactly as they are on every later request that brings
+        /// it back, at the weight they arrived at and at every higher one.
+        #[test]
+        fn a_new_key_decides_as_the_same_key_carried_later() {
+            check(
+                (any::<u128>(), 0..=10_000u16, 0..=10_000u16),
+                |(random, weight, raised)| {
+                    let mut route = assigning_route("0");
+                    route.canary_basis_points = weight;
+                    let (first, key) = decide_assigning(&route, &FakeRequest::default(), no_random, || new_key(random));
+                    let key = key.expect("a new key");
+                    let cookie = format!("session=1; uid={key}");
+                    let later = FakeRequest::default().with("cookie", cookie.as_bytes());
+                    let (again, none) = decide_assigning(&route, &later, no_random, no_key);
+                    prop_assert_eq!(&first, &again);
+                    prop_assert_eq!(none, None);
+                    route.canary_basis_points = weight.max(raised);
+                    if first.variant == Variant::Canary {
+                        prop_assert_eq!(decide(&route, &later, no_random).variant, Variant::Canary);
+                    }
+                    Ok(())
+                },
+            );
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The filter on the proxy-wasm SDK: each plugin (root context) loads its configuration once,
 //! and each request reads what the decision needs, decides, and writes the decision into the
-//! request headers.
+//! request headers; a sticky key it handed out goes into the response's `Set-Cookie`.
 //!
 //! Plugins that load the same module with the same VM settings share one VM; each is a root
 //! context of its own, and the SDK creates every stream under its plugin, so each request is
@@ -11,11 +11,12 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::config::{Config, FORWARDED_HOST_HEADER};
-use crate::decision::{decide, RequestView};
+use crate::decision::{decide_assigning, RequestView};
 use crate::metrics::{self, Stats};
+use crate::sticky_cookie;
 use crate::sticky_hash::BUCKETS;
 
 proxy_wasm::main! {{
@@ -78,6 +79,7 @@ impl RootContext for Plugin {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             configured: self.configured.clone(),
+            set_cookie: None,
         }))
     }
 
@@ -102,6 +104,8 @@ fn count(counter: u32) {
 /// One request, with its plugin's configuration (none if the plugin has no valid one).
 struct Stream {
     configured: Option<Rc<Configured>>,
+    /// The `Set-Cookie` that gives the client the sticky key the filter made for it.
+    set_cookie: Option<String>,
 }
 
 impl Context for Stream {}
@@ -110,8 +114,13 @@ impl HttpContext for Stream {
     /// Always lets the request continue: the filter only rewrites headers.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(configured) = &self.configured {
-            self.route_request(configured);
+            self.set_cookie = self.route_request(configured);
         }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.send_assigned_cookie();
         Action::Continue
     }
 }
@@ -122,7 +131,9 @@ impl Stream {
     /// 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is only needed from
     /// ABI 0.2.2 on). The end-to-end tests route on the filter's changes, and fail if that ever
     /// stops being true.
-    fn route_request(&self, Configured { config, stats }: &Configured) {
+    ///
+    /// Returns the `Set-Cookie` for a sticky key it handed out, if it made one.
+    fn route_request(&self, Configured { config, stats }: &Configured) -> Option<String> {
         let request = Request { stream: self };
         #[cfg(feature = "crash-trigger")]
         crash_if_asked(&request);
@@ -141,12 +152,13 @@ impl Stream {
                 self.remove_http_request_header(&config.decision_header);
                 count(stats.spoofed_decision_headers_elsewhere);
             }
-            return;
+            return None;
         };
         if spoofed {
             count(route_stats.spoofed_decision_headers);
         }
-        let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
+        let new_key = || sticky_cookie::new_key(fastrand::u128(..));
+        let (decision, assigned_key) = decide_assigning(route, &request, || fastrand::u16(..BUCKETS), new_key);
         count(route_stats.requests(decision.variant, decision.reason));
         for rejected in &decision.rejected_tokens {
             if let Some(counter) = route_stats.rejected_tokens(rejected.reason) {
@@ -156,10 +168,21 @@ impl Stream {
         let value = config.decision_values.of(decision.variant);
         self.set_http_request_header_bytes(&config.decision_header, Some(value.as_bytes()));
         if let Some(target_host) = &route.target(decision.variant).host {
-            if let Some(original) = &authority {
+            if let (true, Some(original)) = (route.x_forwarded_host, &authority) {
                 self.set_http_request_header_bytes(FORWARDED_HOST_HEADER, Some(original));
             }
             self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
+        }
+        let (key, assignment) = (assigned_key?, route.assign.as_ref()?);
+        let secure = sticky_cookie::is_https(request.first("x-forwarded-proto").as_deref());
+        Some(assignment.set_cookie(&key, secure))
+    }
+
+    /// Added, never set: the upstream's own cookies stay. A failed call only loses the cookie; the
+    /// user gets a new key on their next request.
+    fn send_assigned_cookie(&mut self) {
+        if let Some(cookie) = self.set_cookie.take() {
+            let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, "set-cookie", cookie.as_bytes());
         }
     }
 }

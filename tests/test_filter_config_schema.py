@@ -39,6 +39,16 @@ def test_accepts_token_pins_a_keys_variable_and_decision_values(config):
 
 
 @pytest.mark.parametrize("config", [
+    {"routes": [route(sticky={"cookie": "canary-split-user", "assign": {}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"max_age_seconds": 3600, "path": "/shop",
+                                                         "domain": ".example.com"}})]},
+    {"routes": [route(primary={"host": "p.example.com"}, x_forwarded_host=True)]},
+], ids=lambda c: json.dumps(c)[:60])
+def test_accepts_cookie_assignment_and_x_forwarded_host(config):
+    VALIDATOR.validate(config)
+
+
+@pytest.mark.parametrize("config", [
     {},
     {"routes": [], "extra": 1},
     {"routes": [route(canary_weight=150)]},
@@ -63,6 +73,16 @@ def test_accepts_token_pins_a_keys_variable_and_decision_values(config):
     {"routes": [route(sticky={"header": "a", "client_ip": True})]},
     {"routes": [route(sticky={"client_ip": False})]},
     {"routes": [route(salt="")]},
+    {"routes": [route(sticky={"header": "u", "assign": {}})]},
+    {"routes": [route(sticky={"client_ip": True, "assign": {}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"max_age": 5}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"max_age_seconds": 0}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"max_age_seconds": 34560001}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"max_age_seconds": 1.5}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"path": "app"}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"path": "/a; Secure"}})]},
+    {"routes": [route(sticky={"cookie": "u", "assign": {"domain": "example.com:443"}})]},
+    {"routes": [route(x_forwarded_host="yes")]},
     {"decision_header": "bad header", "routes": []},
     {"decision_header": "X-Forwarded-Host", "routes": []},
     {"decision_header": "host", "routes": []},

@@ -49,4 +49,4 @@ def test_the_module_exports_only_what_the_filter_uses():
 def test_the_cargo_module_exports_every_sdk_callback():
     cargo_module = ROOT / "target" / "wasm32-wasip1" / "release" / "canary_split.wasm"
     found = set(exports(cargo_module.read_bytes()))
-    assert set(KEPT_EXPORTS) < found and {"proxy_on_response_headers", "proxy_on_log", "proxy_on_done"} <= found
+    assert set(KEPT_EXPORTS) < found and {"proxy_on_response_body", "proxy_on_log", "proxy_on_done"} <= found

@@ -1,6 +1,7 @@
 -- The canary-split decision written as a plain Envoy Lua filter, to compare costs: pin on
 -- `traffic: test`, else the sticky bucket of `x-user-id`, else a random bucket; canary below the
--- weight in basis points; then authority mode (decision header, :authority rewrite).
+-- weight in basis points; then authority mode as canary-split does it by default (decision header,
+-- :authority rewrite; no x-forwarded-host).
 -- The sticky hash is 32-bit FNV-1a because LuaJIT's bit operations are 32-bit.
 
 local PUBLIC_HOST = "shop.example.com"
@@ -44,7 +45,6 @@ function envoy_on_request(request_handle)
     variant = bucket < CANARY_BASIS_POINTS and "canary" or "primary"
   end
   headers:replace(DECISION_HEADER, variant)
-  headers:replace("x-forwarded-host", authority)
   headers:replace(":authority", variant == "canary" and CANARY_HOST or PRIMARY_HOST)
   request_handle:clearRouteCache()
 end

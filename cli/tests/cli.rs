@@ -67,7 +67,7 @@ fn check_reads_plugin_config_from_yaml_and_rejects_files_without_one() {
     );
     let output = run(&["check", &yaml]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).ends_with("WasmPlugin split: invalid configuration: routes[0].sticky.ip: unknown field (expected one of: header, cookie, client_ip)\n"));
+    assert!(stderr(&output).ends_with("WasmPlugin split: invalid configuration: routes[0].sticky.ip: unknown field (expected one of: header, cookie, client_ip, assign)\n"));
 
     let none = temp_file("none.yaml", "kind: Service\n");
     let output = run(&["check", &none]);
@@ -117,6 +117,57 @@ fn explain_says_why() {
     assert!(
         random.contains("variant: random: canary for 12.5 % of such requests"),
         "{random}"
+    );
+}
+
+#[test]
+fn check_refuses_cookie_assignment_without_a_cookie() {
+    let config = temp_file(
+        "assign-header.json",
+        r#"{"routes": [{"host": "shop.example.com", "primary": {}, "canary": {}, "canary_weight": 20,
+            "sticky": {"header": "x-user-id", "assign": {}}}]}"#,
+    );
+    let output = run(&["check", &config]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).ends_with(
+            "invalid configuration: routes[0].sticky: takes \"assign\" only with \"cookie\" (keys are handed out in a cookie)\n"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn explain_says_a_request_without_the_sticky_cookie_gets_one() {
+    let config = temp_file(
+        "assign.json",
+        r#"{"routes": [{"host": "shop.example.com", "primary": {}, "canary": {"host": "shop-canary.example.com"},
+            "canary_weight": 20, "sticky": {"cookie": "canary-split-user", "assign": {"max_age_seconds": 3600}}}]}"#,
+    );
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["explain", "--config", &config, "--host", "shop.example.com"];
+        args.extend_from_slice(extra);
+        let output = run(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let new_user = explain(&[]);
+    assert!(
+        new_user.contains(
+            "variant: random: canary for 20 % of new users, primary otherwise\nwhy: no pin matched and the request has no cookie canary-split-user: the filter makes a new random key, decides with it, and sends it back as Set-Cookie: canary-split-user=<new key>; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax (and Secure over HTTPS)\n"
+        ),
+        "{new_user}"
+    );
+    // Without x_forwarded_host the rewrite keeps no copy of the original host.
+    assert!(
+        new_user.contains("canary: sets x-canary-route: canary; rewrites :authority to shop-canary.example.com\n"),
+        "{new_user}"
+    );
+    let returning = explain(&["--cookie", "canary-split-user=alice"]);
+    assert!(
+        returning.contains("why: sticky: cookie canary-split-user is in bucket"),
+        "{returning}"
     );
 }
 

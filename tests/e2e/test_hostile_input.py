@@ -30,11 +30,12 @@ from vm_health import vm_failures
 
 SHOP, WEB, OTHER = b"shop.example.com", b"web.example.com", b"other.example.com"
 WEIGHT = 50
-# shop.example.com rewrites the authority (authority mode), web.example.com only sets the decision
-# header (header mode); both at 50 %, so a sticky key's side is a coin toss the test must predict.
+# shop.example.com rewrites the authority (authority mode, keeping the original in
+# x-forwarded-host), web.example.com only sets the decision header (header mode); both at 50 %, so
+# a sticky key's side is a coin toss the test must predict.
 FILTER_CONFIG = {"routes": [
     {"host": SHOP.decode(), "primary": {"host": "shop-primary.example.com"},
-     "canary": {"host": "shop-canary.example.com"}, "canary_weight": WEIGHT,
+     "canary": {"host": "shop-canary.example.com"}, "canary_weight": WEIGHT, "x_forwarded_host": True,
      "pin": [{"header": "traffic", "value": "test", "to": "canary"},
              {"cookie": "canary", "value": "never", "to": "primary"}],
      "sticky": {"header": "x-user-id"}},

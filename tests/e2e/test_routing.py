@@ -42,15 +42,30 @@ def test_split_matches_the_weight(gateway, weight):
     assert abs(canary - requests * p) <= allowed, f"{canary}/{requests} canary at weight {weight}"
 
 
-def test_authority_mode_rewrites_host_and_keeps_the_original(gateway):
-    client = gateway({"routes": [authority_route(50)]})
+def test_authority_mode_rewrites_host_and_keeps_the_original_when_asked(gateway):
+    client = gateway({"routes": [authority_route(50, x_forwarded_host=True)]})
     seen = set()
     for _ in range(200):
-        response = client.get(PUBLIC + ":8080")
+        response = client.get(PUBLIC + ":8080", [("x-forwarded-host", "client.example")])
         expected_host = CANARY_HOST if response.upstream == "canary" else PRIMARY_HOST
         assert response.headers["host"] == expected_host
-        assert response.headers["x-forwarded-host"] == PUBLIC + ":8080"
+        forwarded = [v for k, v in response.header_list if k == "x-forwarded-host"]
+        assert forwarded == [PUBLIC + ":8080"], "replaces what the client sent"
         assert_routed_by_decision(response)
+        seen.add(response.upstream)
+    assert seen == {"primary", "canary"}
+
+
+def test_authority_mode_adds_no_x_forwarded_host_by_default(gateway):
+    # As Envoy's own host rewrite, which adds it only with append_x_forwarded_host.
+    client = gateway({"routes": [authority_route(50)]})
+    seen = set()
+    for _ in range(100):
+        response = client.get(PUBLIC + ":8080")
+        assert response.headers["host"] == (CANARY_HOST if response.upstream == "canary" else PRIMARY_HOST)
+        assert "x-forwarded-host" not in response.headers
+        sent = client.get(PUBLIC, [("x-forwarded-host", "client.example")])
+        assert sent.headers["x-forwarded-host"] == "client.example", "a client's own passes untouched"
         seen.add(response.upstream)
     assert seen == {"primary", "canary"}
 
@@ -77,7 +92,7 @@ def test_mixed_mode_rewrites_only_the_variant_with_a_host(gateway):
 
 
 def test_host_matching_ignores_case_and_port(gateway):
-    client = gateway({"routes": [authority_route(100)]})
+    client = gateway({"routes": [authority_route(100, x_forwarded_host=True)]})
     for authority in ["SHOP.Example.com", "shop.example.com:443", "shop.example.com.:80"]:
         response = client.get(authority)
         assert response.upstream == "canary", authority

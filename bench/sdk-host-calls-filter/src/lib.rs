@@ -6,8 +6,8 @@
 //! ```text
 //! (empty)                        read the header map only
 //! DECISION_HEADER                ... and set DECISION_HEADER: primary (header mode)
-//! DECISION_HEADER TARGET_HOST    ... and set x-forwarded-host to the request's :authority and
-//!                                :authority to TARGET_HOST (authority mode)
+//! DECISION_HEADER TARGET_HOST    ... and set :authority to TARGET_HOST (authority mode, without
+//!                                `x_forwarded_host`, canary-split's default)
 //! count ...                      ... and count the request in a stat, as canary-split does
 //! ```
 
@@ -86,7 +86,7 @@ impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = self.get_http_request_headers_bytes();
+        let _headers = self.get_http_request_headers_bytes();
         if let Some(counter) = self.calls.counter {
             let _ = hostcalls::increment_metric(counter, 1);
         }
@@ -94,9 +94,6 @@ impl HttpContext for Request {
             self.set_http_request_header_bytes(decision_header, Some(b"primary"));
         }
         if let Some(target_host) = &self.calls.target_host {
-            if let Some((_, authority)) = headers.iter().find(|(name, _)| name == ":authority") {
-                self.set_http_request_header_bytes("x-forwarded-host", Some(authority));
-            }
             self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
         }
         Action::Continue

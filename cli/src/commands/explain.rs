@@ -197,13 +197,23 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
             out += &describe_action(config, route, decision.variant);
         }
         Reason::Random { .. } => {
-            let why = match &route.sticky {
-                Some(source) => format!("no pin matched and the request has no {}", describe(source)),
-                None => "no pin matched and the route has no sticky key".to_owned(),
+            let why = match (&route.sticky, &route.assign) {
+                (Some(source), Some(assign)) => format!(
+                    "no pin matched and the request has no {}: the filter makes a new random key, decides with it, and sends it back as Set-Cookie: {} (and Secure over HTTPS)",
+                    describe(source),
+                    assign.set_cookie("<new key>", false)
+                ),
+                (Some(source), None) => format!("no pin matched and the request has no {}", describe(source)),
+                (None, _) => "no pin matched and the route has no sticky key".to_owned(),
+            };
+            let such = if route.assign.is_some() {
+                "new users"
+            } else {
+                "such requests"
             };
             let _ = writeln!(
                 out,
-                "variant: random: canary for {weight} % of such requests, primary otherwise"
+                "variant: random: canary for {weight} % of {such}, primary otherwise"
             );
             let _ = writeln!(out, "why: {why}");
             if route.canary_basis_points > 0 {
@@ -249,10 +259,10 @@ fn describe_action(config: &Config, route: &Route, variant: Variant) -> String {
         config.decision_values.of(variant)
     );
     if let Some(host) = &route.target(variant).host {
-        let _ = write!(
-            action,
-            "; rewrites :authority to {host} (original kept in {FORWARDED_HOST_HEADER})"
-        );
+        let _ = write!(action, "; rewrites :authority to {host}");
+        if route.x_forwarded_host {
+            let _ = write!(action, " (original kept in {FORWARDED_HOST_HEADER})");
+        }
     }
     action + "\n"
 }
