@@ -43,7 +43,12 @@ demo-rollout: build cli $(VENV)/.installed system-tools
 ## run of every benchmark configuration so the suite cannot rot, and 30 s of the soak
 test: lint test-rust test-wasm test-python bench-smoke soak-smoke
 
+## lint: formatting, clippy (natively and for the module), and no build output tracked by git
 lint: rust-targets
+	@tracked=$$(git ls-files | grep -E '(^|/)target/'); \
+	if [ -n "$$tracked" ]; then \
+		echo "build outputs are tracked by git (git rm -r --cached them; target/ is ignored):"; \
+		echo "$$tracked" | head -5; exit 1; fi
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p canary-split --lib --target wasm32-wasip1 -- -D warnings

@@ -157,8 +157,12 @@ fn usage_errors_exit_non_zero() {
         &["token", "--bogus"],
     ] {
         let output = run(args);
-        assert_eq!(output.status.code(), Some(1), "{args:?}");
-        assert!(!stderr(&output).is_empty());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains("Usage: canary-split"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }
 
@@ -288,17 +292,6 @@ fn rollout_and_status_refuse_what_they_cannot_do() {
         ),
         (
             &[
-                "rollout",
-                "--config",
-                "istio/wasmplugin.yaml",
-                "--kubectl",
-                "--steps",
-                "10",
-            ],
-            "--interval is required",
-        ),
-        (
-            &[
                 "status",
                 "--prometheus",
                 "http://127.0.0.1:1",
@@ -350,6 +343,29 @@ fn rollout_and_status_refuse_what_they_cannot_do() {
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert!(stderr(&output).starts_with(expected), "{args:?}: {}", stderr(&output));
     }
+}
+
+#[test]
+fn rollout_names_a_missing_flag_as_a_usage_mistake() {
+    let output = run(&[
+        "rollout",
+        "--config",
+        "istio/wasmplugin.yaml",
+        "--kubectl",
+        "--steps",
+        "10",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).starts_with("error: --interval <DURATION> is required\n"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("Usage: canary-split rollout"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// The bytes 0..32 and 32 bytes of 0xAB, in standard base64, as in src/pin_token.rs.
