@@ -213,7 +213,7 @@ fn describe_criteria(plan: &Plan) -> String {
     let c = &plan.criteria;
     format!(
         "a step passes with at least {:.0} requests per release in the last {} of it, a canary error ratio at most \
-         {:.2} × primary's (or {}), and a canary p95 at most {:.2} × primary's (or {:.0} ms); \
+         {:.2} × primary's (or {}), and a canary mean latency at most {:.2} × primary's (or {:.0} ms); \
          without a verdict it holds for up to {} more, then rolls back",
         c.min_requests,
         humantime::format_duration(plan.window),

@@ -1,5 +1,5 @@
 //! `canary-split status`: for each split host, the weight configured and the one the filter
-//! reports, the canary's observed share, requests by reason, each release's errors and p95, the
+//! reports, the canary's observed share, requests by reason, each release's errors and mean latency, the
 //! verdict a rollout would give now, and the alerts firing; as text, or as JSON for scripts.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use crate::{non_negative, positive_duration, OneOf, Output};
 #[derive(clap::Args)]
 #[command(after_help = format!("For each route (or the one --host names): the configured weight, the weight the filter \
 reports per gateway series, requests by release and reason; with --primary and --canary, over --window, the canary's \
-observed share, each release's requests, 5xx and p95, and the verdict a rollout would give now; last, the alerts \
+observed share, each release's requests, 5xx and mean latency, and the verdict a rollout would give now; last, the alerts \
 pending or firing. NAME is the release's destination_service (istio preset) or envoy_cluster_name (envoy preset).
 
 Examples:
@@ -116,7 +116,7 @@ struct ReleaseStatus {
     requests: f64,
     errors: f64,
     error_ratio: f64,
-    p95_ms: Option<f64>,
+    mean_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -304,7 +304,7 @@ fn describe_reported(reported: &[Option<Weight>]) -> String {
 /// `canary_split_requests_total` over the window, by release and reason.
 fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) -> Result<Vec<ReasonCount>, String> {
     let samples = prometheus.query(&format!(
-        "sum by (release, reason) (increase(canary_split_requests_total{{host={}}}[{}]))",
+        "sum by (split_release, reason) (increase(canary_split_requests_total{{host={}}}[{}]))",
         quoted(&route.host),
         range(window)
     ))?;
@@ -313,7 +313,7 @@ fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) 
     let mut counts: Vec<ReasonCount> = samples
         .iter()
         .map(|sample| ReasonCount {
-            release: label(&sample.labels, "release"),
+            release: label(&sample.labels, "split_release"),
             reason: label(&sample.labels, "reason"),
             requests: sample.value.unwrap_or(0.0),
         })
@@ -367,7 +367,7 @@ fn release_figures(
         requests: figures.requests,
         errors: figures.errors,
         error_ratio: figures.error_ratio(),
-        p95_ms: figures.p95_ms,
+        mean_ms: figures.mean_ms,
     };
     let verdict = match judge(&figures, criteria, weight) {
         Verdict::Pass { notes } => VerdictStatus {
@@ -405,13 +405,13 @@ fn describe_releases(out: &mut String, releases: &ReleasesStatus) {
     let _ = writeln!(
         out,
         "  {:<9}{:>9}{:>8}{:>13}{:>11}  {}",
-        "release", "requests", "5xx", "error ratio", "p95", releases.label
+        "release", "requests", "5xx", "error ratio", "mean", releases.label
     );
     for (role, release) in [("primary", &releases.primary), ("canary", &releases.canary)] {
-        let p95 = release.p95_ms.map_or_else(|| "-".to_owned(), milliseconds);
+        let mean = release.mean_ms.map_or_else(|| "-".to_owned(), milliseconds);
         let _ = writeln!(
             out,
-            "  {role:<9}{:>9.0}{:>8.0}{:>13}{p95:>11}  {}",
+            "  {role:<9}{:>9.0}{:>8.0}{:>13}{mean:>11}  {}",
             release.requests,
             release.errors,
             percent(release.error_ratio),

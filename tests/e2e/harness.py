@@ -31,7 +31,7 @@ ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy
 DECISION_HEADER = "x-canary-route"
 # The filter's stats carry these labels encoded in their names (src/metrics.rs); Envoy extracts
 # them with these regexes, as Istio does for the gateway's `extraStatTags`.
-STATS_TAGS = ("host", "release", "reason")
+STATS_TAGS = ("host", "split_release", "reason")
 
 # A request header that makes the echo upstreams wait this many seconds before they answer.
 UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"

@@ -107,7 +107,7 @@ def assert_json_says_what_the_text_says(rig, *args: str) -> dict:
     assert set(releases) == {"label", "canary_share", "primary", "canary", "verdict"}
     assert shown["release"].split()[-1] == releases["label"]
     for role in ("primary", "canary"):
-        assert set(releases[role]) == {"name", "requests", "errors", "error_ratio", "p95_ms"}
+        assert set(releases[role]) == {"name", "requests", "errors", "error_ratio", "mean_ms"}
         assert shown[role].split()[-1] == releases[role]["name"]
     verdict = releases["verdict"]
     assert set(verdict) == {"outcome", "details"}
