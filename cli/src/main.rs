@@ -141,6 +141,11 @@ fn check(paths: &[String]) -> Result<String, String> {
                     Keys::Loaded => writeln!(report, "; token pins' keys in {} ok", config.pin_keys_env),
                     Keys::NotHere(name) => writeln!(report, "; token pins' keys not checked ({name} is not set here)"),
                 };
+                for (index, route) in config.routes.iter().enumerate() {
+                    if let Some(guard) = &route.guard {
+                        let _ = writeln!(report, "{label}: routes[{index}] ({}): guard {guard}", route.host);
+                    }
+                }
                 if routing.has_gateways() {
                     for finding in routing.check_authority_mode(&config, found.selector.as_ref()) {
                         failed |= finding.problem;
@@ -303,6 +308,9 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
     let weight = f64::from(route.canary_basis_points) / 100.0;
     let decision = decide(route, request, || 0);
     let mut out = format!("host {host}: route {} (canary_weight {weight})\n", route.host);
+    if let Some(guard) = &route.guard {
+        let _ = writeln!(out, "guard: {guard}");
+    }
     for rejected in &decision.rejected_tokens {
         if let Some(pin) = route.pins.get(rejected.rule) {
             let _ = writeln!(
