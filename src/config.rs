@@ -11,6 +11,7 @@ use serde::de::{self, value::MapAccessDeserializer, IgnoredAny, MapAccess, SeqAc
 use serde::{Deserialize, Deserializer};
 
 use crate::authority::{self, MAX_HOST_LEN};
+use crate::guard::GuardConfig;
 use crate::pin_token::PinKeys;
 use crate::sticky_hash::BUCKETS;
 
@@ -28,11 +29,28 @@ const RESERVED_DECISION_HEADERS: &[&str] = &[FORWARDED_HOST_HEADER, "host"];
 /// The fields each object of the config may have, in the order the types declare them;
 /// `filter-config/schema.json` must list the same (tests compare both with what serde accepts).
 pub const CONFIG_FIELDS: &[&str] = &["decision_header", "pin_keys_env", "routes"];
-pub const ROUTE_FIELDS: &[&str] = &["host", "primary", "canary", "canary_weight", "pin", "sticky", "salt"];
+pub const ROUTE_FIELDS: &[&str] = &[
+    "host",
+    "primary",
+    "canary",
+    "canary_weight",
+    "pin",
+    "sticky",
+    "salt",
+    "guard",
+];
 pub const TARGET_FIELDS: &[&str] = &["host"];
 pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "token", "value", "to"];
 pub const TOKEN_FIELDS: &[&str] = &["header", "cookie"];
 pub const STICKY_FIELDS: &[&str] = &["header", "cookie", "client_ip"];
+pub const GUARD_FIELDS: &[&str] = &[
+    "window_seconds",
+    "min_requests",
+    "max_error_increase",
+    "error_ratio_floor",
+    "max_latency_increase",
+    "latency_floor_ms",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -118,6 +136,8 @@ pub struct Route {
     /// The keys its token pins verify with; none for a route without token pins, or for a
     /// config read without its environment.
     pub pin_keys: PinKeys,
+    /// Takes a failing canary out of the split (`guard`); none when the route has no guard.
+    pub guard: Option<GuardConfig>,
 }
 
 impl Route {
@@ -354,7 +374,7 @@ fn in_json_terms(unexpected: &str) -> String {
 
 /// `T`'s fields read from a JSON object only: serde_json would otherwise also build a struct from
 /// an array of its field values.
-struct Object<T>(T);
+pub(crate) struct Object<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -413,6 +433,7 @@ struct RouteFields {
     pin: Option<Array<PinRule>>,
     sticky: Option<Sticky>,
     salt: Option<NonEmpty>,
+    guard: Option<GuardConfig>,
 }
 
 impl From<Object<RouteFields>> for Route {
@@ -427,6 +448,7 @@ impl From<Object<RouteFields>> for Route {
             pins: fields.pin.map_or_else(Vec::new, |Array(pins)| pins),
             sticky: fields.sticky.map(|Sticky(source)| source),
             pin_keys: PinKeys::default(),
+            guard: fields.guard,
         }
     }
 }
@@ -857,6 +879,7 @@ mod tests {
             (route_with(r#""pin": [{"zz": 1}]"#), PIN_RULE_FIELDS),
             (route_with(r#""pin": [{"token": {"zz": 1}}]"#), TOKEN_FIELDS),
             (route_with(r#""sticky": {"zz": 1}"#), STICKY_FIELDS),
+            (route_with(r#""guard": {"zz": 1}"#), GUARD_FIELDS),
         ];
         for (json, fields) in cases {
             assert_eq!(unknown_field_message(json), fields.join(", "));
@@ -1084,6 +1107,7 @@ mod tests {
                 PIN_RULE_FIELDS,
                 TOKEN_FIELDS,
                 STICKY_FIELDS,
+                GUARD_FIELDS,
             ]
             .concat();
             prop_oneof![select(known).prop_map(str::to_owned), "[a-z_]{1,8}"]
@@ -1246,7 +1270,7 @@ mod tests {
             (r#"{"routes": [], "decision_header": "X-Forwarded-Host"}"#.into(), "decision_header: \"x-forwarded-host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [], "decision_header": "host"}"#.into(), "decision_header: \"host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [7]}"#.into(), "routes[0]: expected an object, found the number 7"),
-            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt)"),
+            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, guard)"),
             (route_with("").replace("10", "150"), "routes[0].canary_weight: 150 is not in 0..=100"),
             (route_with("").replace("10", "-1"), "routes[0].canary_weight: -1 is not in 0..=100"),
             (route_with("").replace("10", "12.345"), "routes[0].canary_weight: 12.345 is finer than the resolution of 0.01 (one basis point)"),

@@ -5,7 +5,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::indexing_slicing)]
 
 use canary_split::config::{
-    Config, CONFIG_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS, TARGET_FIELDS, TOKEN_FIELDS,
+    Config, CONFIG_FIELDS, GUARD_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS, TARGET_FIELDS, TOKEN_FIELDS,
 };
 use serde_json::Value;
 
@@ -50,4 +50,5 @@ fn schema_lists_the_fields_the_filter_accepts() {
     assert_eq!(properties("/$defs/pin_rule"), sorted(PIN_RULE_FIELDS));
     assert_eq!(properties("/$defs/pin_token"), sorted(TOKEN_FIELDS));
     assert_eq!(properties("/$defs/sticky"), sorted(STICKY_FIELDS));
+    assert_eq!(properties("/$defs/guard"), sorted(GUARD_FIELDS));
 }
