@@ -13,8 +13,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
-use crate::config::{Config, FORWARDED_HOST_HEADER};
+use crate::config::{Config, Variant, FORWARDED_HOST_HEADER};
 use crate::decision::{decide, RequestView};
+use crate::guard_host::{Guards, Judged, OnRequest};
 use crate::metrics::{self, Stats};
 use crate::sticky_hash::BUCKETS;
 
@@ -30,10 +31,11 @@ struct Plugin {
     configured: Option<Rc<Configured>>,
 }
 
-/// A validated configuration and the stats its requests count in.
+/// A validated configuration, the stats its requests count in, and its routes' guards.
 struct Configured {
     config: Config,
     stats: Stats<u32>,
+    guards: Guards,
 }
 
 impl Context for Plugin {}
@@ -51,7 +53,9 @@ impl RootContext for Plugin {
             .and_then(|config| {
                 let stats = Stats::define(&config, define_counter, set_gauge)
                     .map_err(|status| format!("cannot define its stats: host status {status:?}"))?;
-                Ok(Configured { config, stats })
+                let guards = Guards::start(&config)
+                    .map_err(|status| format!("cannot start its guards: host status {status:?}"))?;
+                Ok(Configured { config, stats, guards })
             });
         let accepted = match configured {
             Ok(configured) => {
@@ -75,9 +79,16 @@ impl RootContext for Plugin {
         accepted
     }
 
+    fn on_tick(&mut self) {
+        if let Some(configured) = &self.configured {
+            configured.guards.tick();
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             configured: self.configured.clone(),
+            judged: None,
         }))
     }
 
@@ -99,9 +110,11 @@ fn count(counter: u32) {
     let _ = hostcalls::increment_metric(counter, 1);
 }
 
-/// One request, with its plugin's configuration (none if the plugin has no valid one).
+/// One request, with its plugin's configuration (none if the plugin has no valid one), and what
+/// the guard needs to count its response.
 struct Stream {
     configured: Option<Rc<Configured>>,
+    judged: Option<Judged>,
 }
 
 impl Context for Stream {}
@@ -109,8 +122,16 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     /// Always lets the request continue: the filter only rewrites headers.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(configured) = &self.configured {
-            self.route_request(configured);
+        if let Some(configured) = self.configured.clone() {
+            self.judged = self.route_request(&configured);
+        }
+        Action::Continue
+    }
+
+    /// Envoy's own replies (timeout, reset, no healthy upstream) pass through here as well.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let (Some(judged), Some(configured)) = (self.judged.take(), &self.configured) {
+            configured.guards.on_response(judged);
         }
         Action::Continue
     }
@@ -121,7 +142,8 @@ impl Stream {
     /// every module on ABI 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is
     /// only needed from ABI 0.2.2 on). The end-to-end tests run a filter that resolves the route
     /// first, and fail if that ever stops being true.
-    fn route_request(&self, Configured { config, stats }: &Configured) {
+    /// Returns what the guard needs to count the response, for a request it judges.
+    fn route_request(&self, Configured { config, stats, guards }: &Configured) -> Option<Judged> {
         let request = Request { stream: self };
         #[cfg(feature = "crash-trigger")]
         crash_if_asked(&request);
@@ -132,32 +154,42 @@ impl Stream {
             .and_then(|a| config.route_index(a))
             .and_then(|index| {
                 let route_stats = stats.routes.get(index)?;
-                Some((config.routes.get(index)?, route_stats))
+                Some((index, config.routes.get(index)?, route_stats))
             });
-        let Some((route, route_stats)) = split else {
+        let Some((index, route, route_stats)) = split else {
             // Not a split host: only make sure the client cannot choose a variant itself.
             if spoofed {
                 self.remove_http_request_header(&config.decision_header);
                 count(stats.spoofed_decision_headers_elsewhere);
             }
-            return;
+            return None;
         };
         if spoofed {
             count(route_stats.spoofed_decision_headers);
         }
         let decision = decide(route, &request, || fastrand::u16(..BUCKETS));
-        count(route_stats.requests(decision.variant, decision.reason));
+        let guarded = guards.on_request(index, &decision);
+        let variant = if matches!(guarded, OnRequest::ToPrimary) {
+            Variant::Primary // counted by the guard, with reason `guard`
+        } else {
+            count(route_stats.requests(decision.variant, decision.reason));
+            decision.variant
+        };
         for rejected in &decision.rejected_tokens {
             if let Some(counter) = route_stats.rejected_tokens(rejected.reason) {
                 count(counter);
             }
         }
-        self.set_http_request_header_bytes(&config.decision_header, Some(decision.variant.as_str().as_bytes()));
-        if let Some(target_host) = &route.target(decision.variant).host {
+        self.set_http_request_header_bytes(&config.decision_header, Some(variant.as_str().as_bytes()));
+        if let Some(target_host) = &route.target(variant).host {
             if let Some(original) = &authority {
                 self.set_http_request_header_bytes(FORWARDED_HOST_HEADER, Some(original));
             }
             self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
+        }
+        match guarded {
+            OnRequest::Judged(judged) => Some(judged),
+            OnRequest::Unjudged | OnRequest::ToPrimary => None,
         }
     }
 }

@@ -19,3 +19,5 @@ mod properties;
 
 #[cfg(target_os = "wasi")]
 mod filter;
+#[cfg(target_os = "wasi")]
+mod guard_host;
