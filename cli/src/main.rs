@@ -55,6 +55,7 @@ enum Command {
   canary-split completions zsh > ~/.zfunc/_canary-split      (with fpath+=~/.zfunc before compinit)
   canary-split completions fish > ~/.config/fish/completions/canary-split.fish")]
 struct CompletionsArgs {
+    /// The shell to complete in
     shell: clap_complete::Shell,
 }
 
