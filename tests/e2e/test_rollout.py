@@ -17,8 +17,9 @@ from rollout_rig import CLI, PUBLIC, Rig, WeightWatcher, ecds_weight, requests_t
 
 STEPS = "10,25,50,100"
 INTERVAL = 3.0
-# Loopback upstreams answer in about a millisecond, but a step's p95 rests on a few dozen requests
-# and one slow scheduling of this shared machine moves it tenfold: latency counts only above 100 ms.
+# Loopback upstreams answer in about a millisecond, but a step's mean rests on a few dozen requests
+# and one slow scheduling of this shared machine moves it many times over: latency counts only above
+# 100 ms.
 JUDGING = ["--interval", f"{INTERVAL:.0f}s", "--poll", "500ms", "--min-requests", "20", "--latency-floor", "100ms"]
 WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "wasmplugin.yaml"
 
