@@ -4,6 +4,7 @@
 mod commands;
 mod config_file;
 mod gateway;
+mod guard;
 mod judge;
 mod preset;
 mod prometheus;

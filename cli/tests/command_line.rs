@@ -427,7 +427,10 @@ impl CheckReport {
                 }
             };
             for guard in &config.guards {
-                text += &format!("{}: routes[{}] ({}): guard {}\n", config.label, guard.route, guard.host, guard.guard);
+                text += &format!(
+                    "{}: routes[{}] ({}): guard {}\n",
+                    config.label, guard.route, guard.host, guard.guard
+                );
             }
             for finding in &config.findings {
                 text += &format!("{}: routes[{}]: {}\n", config.label, finding.route, finding.message);

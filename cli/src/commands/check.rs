@@ -185,7 +185,11 @@ fn text(report: &Report) -> String {
             }
         };
         for guard in &checked.guards {
-            let _ = writeln!(text, "{label}: routes[{}] ({}): guard {}", guard.route, guard.host, guard.guard);
+            let _ = writeln!(
+                text,
+                "{label}: routes[{}] ({}): guard {}",
+                guard.route, guard.host, guard.guard
+            );
         }
         for finding in &checked.findings {
             let _ = writeln!(text, "{label}: routes[{}]: {}", finding.route, finding.message);
