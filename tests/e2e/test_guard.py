@@ -2,7 +2,8 @@
 every worker within `window_seconds` + 2 s, with no request failed by the filter; a canary as
 healthy as primary, or 1.2 x its error ratio, or with fewer than `min_requests` judged requests, or
 failing only for pinned testers, is never taken out; a push that changes another route keeps the
-trip, one that changes the guarded route ends it.
+trip, one that changes the guarded route ends it; a canary slower than the latency rule allows is
+taken out too.
 
 The upstreams fail an exact share of their requests, spread evenly (every fifth for 20 %), so the
 runs that must not trip depend on the glue counting right, not on luck; the statistics of random
@@ -39,13 +40,14 @@ INJECTED = "x-injected-failure"
 
 class FailingUpstream:
     """An HTTP/1.1 upstream that answers 503 (marked with INJECTED) for an exact share of its
-    requests, spread evenly, and 200 otherwise; `fail_pinned` fails every request carrying the pin
-    header `traffic: test` instead."""
+    requests, spread evenly, and 200 otherwise, after `delay` seconds; `fail_pinned` fails every
+    request carrying the pin header `traffic: test` instead."""
 
     def __init__(self, name: str):
         self.name = name
         self.share = 0.0
         self.fail_pinned = False
+        self.delay = 0.0
         self._owed = 0.0
         self._lock = threading.Lock()
         upstream = self
@@ -55,6 +57,7 @@ class FailingUpstream:
 
             def do_GET(self):
                 failed = upstream._fails(self.headers.get("traffic") == "test")
+                time.sleep(upstream.delay)
                 self.send_response(503 if failed else 200)
                 self.send_header("x-upstream", upstream.name)
                 if failed:
@@ -346,3 +349,18 @@ def test_envoys_own_5xx_count_as_errors(releases, gateways):
     after = [o for o in outcomes if o.sent >= tripped + 1]
     assert after and all(o.status == 200 and o.upstream == "primary" for o in after)
     assert not load.errors
+
+
+def test_a_slow_canary_trips_the_latency_rule(releases, gateways):
+    guard = {"window_seconds": WINDOW_SECONDS, "min_requests": MIN_REQUESTS,
+             "max_latency_increase": 30, "latency_floor_ms": 150}
+    gateway = gateways(releases, guard_config(guard=guard))
+    load = Load(gateway.envoy.port)
+    time.sleep(6)
+    assert gateway.stat("canary_split_guard_tripped") == 0, "tripped while as fast as primary"
+    releases["canary"].delay = 0.4
+    wait_for(lambda: gateway.stat("canary_split_guard_tripped") == 1, "the trip", WINDOW_SECONDS + 2)
+    outcomes = load.stop()
+    assert_nothing_failed_by_the_filter(outcomes, load, gateway.envoy)
+    (trip,) = [line for line in gateway.envoy.log().splitlines() if "guard tripped for shop.example.com" in line]
+    assert "judged requests slower than 150 ms" in trip, trip
