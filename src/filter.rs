@@ -142,6 +142,7 @@ impl Stream {
     /// every module on ABI 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is
     /// only needed from ABI 0.2.2 on). The end-to-end tests run a filter that resolves the route
     /// first, and fail if that ever stops being true.
+    ///
     /// Returns what the guard needs to count the response, for a request it judges.
     fn route_request(&self, Configured { config, stats, guards }: &Configured) -> Option<Judged> {
         let request = Request { stream: self };

@@ -1223,6 +1223,41 @@ mod tests {
         }
 
         #[test]
+        fn ticks_of_any_workers_in_any_order_share_every_count() {
+            let config = GuardConfig {
+                min_requests: u32::MAX, // never trips: only the counting is under test
+                ..GuardConfig::default()
+            };
+            check(
+                (responses(), vec(0usize..3, 200), vec(0usize..3, 0..12)),
+                |(events, workers, order)| {
+                    let mut pending = vec![Window::default(); 3];
+                    for (&(second, canary, error, _), &worker) in events.iter().zip(workers.iter().cycle()) {
+                        pending[worker].record(second, release(canary), error, None);
+                    }
+                    let mut shared = SharedState::new(5).encode(false);
+                    // Workers tick in `order`, then each once more; a tick merges all it counted.
+                    for worker in order.into_iter().chain(0..3) {
+                        if let Update::Write { state, trip } =
+                            update(Some(&shared), 5, &pending[worker], 1_039, &config)
+                        {
+                            prop_assert!(trip.is_none());
+                            shared = state;
+                        }
+                        pending[worker] = Window::default();
+                    }
+                    let state = SharedState::decode(&shared).expect("decodes");
+                    let mut all = Window::default();
+                    for (second, canary, error, _) in events {
+                        all.record(second, release(canary), error, None);
+                    }
+                    prop_assert_eq!(state.window.totals(1_039, 10), all.totals(1_039, 10));
+                    Ok(())
+                },
+            );
+        }
+
+        #[test]
         fn shared_state_round_trips() {
             check(
                 (responses(), any::<u64>(), any::<bool>()),
