@@ -4,8 +4,9 @@ imitates what a gateway reports (Istio's metric and label names, reporter="sourc
 source_workload and source_workload_namespace as the gateway's Deployment and namespace: istio/proxy
 source/extensions/filters/http/istio_stats/istio_stats.cc before its move to Envoy, and the
 Deployment names of istio/istio manifests/charts/gateway/templates/_helpers.tpl and
-pilot/pkg/config/kube/gatewaycommon/gateway_utils.go). The three gateways serve the same releases
-at different mean latencies, so each figure says which gateway it was read from."""
+pilot/pkg/config/kube/gatewaycommon/gateway_utils.go). The gateways serve the same releases at
+different mean latencies, so each figure says which gateway it was read from. The exporter also
+serves the filter's request counter, for the alert on missing inputs."""
 
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from rollout_rig import CLI
 ALERTS = ROOT / "istio" / "alerts.yaml"
 WASMPLUGIN = ROOT / "istio" / "wasmplugin.yaml"
 RELEASES = {"primary": "sklearn-primary-predictor", "canary": "sklearn-canary-predictor"}
+HOST = "sklearn-predictor-models.example.com"  # the model's split host in istio/wasmplugin.yaml
 NAMESPACE = "models"
 # (Deployment, namespace) of each install's gateway -> its requests per second and mean latency.
 GATEWAYS = {
@@ -40,10 +42,12 @@ def full_name(service: str) -> str:
 
 class IstioGatewayExporter(ThreadingHTTPServer):
     """/stats/prometheus with istio_requests_total and istio_request_duration_milliseconds_sum and
-    _count for every gateway and release, growing at each gateway's steady rate."""
+    _count for each of `gateways` and each release, growing at each gateway's steady rate, and the
+    filter's canary_split_requests_total for the model's host."""
 
-    def __init__(self):
+    def __init__(self, gateways=tuple(GATEWAYS)):
         self.started = time.monotonic()
+        self.gateways = gateways
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(handler):
@@ -62,8 +66,10 @@ class IstioGatewayExporter(ThreadingHTTPServer):
 
     def exposition(self) -> str:
         elapsed = time.monotonic() - self.started
-        lines = []
-        for (workload, namespace), (per_second, mean_ms) in GATEWAYS.items():
+        lines = [f'canary_split_requests_total{{host="{HOST}",split_release="{release}",reason="random"}} {elapsed}'
+                 for release in RELEASES]
+        for workload, namespace in self.gateways:
+            per_second, mean_ms = GATEWAYS[(workload, namespace)]
             for service in RELEASES.values():
                 labels = (f'reporter="source",source_workload="{workload}",source_workload_namespace="{namespace}",'
                           f'destination_service="{full_name(service)}",destination_service_name="{service}",'
@@ -121,8 +127,24 @@ def test_the_rules_pointed_at_a_gateway_read_that_gateway_alone(exporter, gatewa
         # Over seconds of data a rate over 5 minutes is a fraction of the real one: only its
         # presence says something here.
         assert set(recorded("sklearn:gateway_requests:rate5m")) == set(RELEASES.values())
+        assert not [a for a in prometheus.alerts() if a["labels"]["alertname"] == "SklearnCanaryAlertInputsMissing"]
     finally:
         prometheus.stop()
+
+
+def test_the_rules_as_shipped_on_a_helm_gateway_say_their_inputs_are_missing():
+    """The filter counts requests, but istioctl's gateway, which the shipped rules name, reports
+    none: the alert goes pending at once (and fires after its `for`)."""
+    exporter = IstioGatewayExporter(gateways=[("istio-ingress", "istio-ingress")])
+    prometheus = Prometheus([exporter.target()], rules=yaml.safe_dump({"groups": yaml.safe_load(
+        ALERTS.read_text())["spec"]["groups"]})).start()
+    try:
+        prometheus.wait_for(lambda: [a for a in prometheus.alerts()
+                                     if a["labels"]["alertname"] == "SklearnCanaryAlertInputsMissing"], timeout=30)
+        assert not prometheus.query("sklearn:gateway_requests:rate5m")
+    finally:
+        prometheus.stop()
+        exporter.close()
 
 
 def test_the_istio_preset_reads_istioctls_gateway_and_a_selector_points_it_at_another(exporter):
