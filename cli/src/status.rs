@@ -183,6 +183,8 @@ pub fn status(args: &StatusArgs) -> Result<String, String> {
     };
 
     let mut alerts = prometheus.alerts()?;
+    // Prometheus lists them in no fixed order: by name, so that two runs read alike.
+    alerts.sort_by(|a, b| (a.name(), &a.active_at).cmp(&(b.name(), &b.active_at)));
     let mut status = Status {
         prometheus: prometheus.url().to_owned(),
         window,

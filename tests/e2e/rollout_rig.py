@@ -15,6 +15,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import yaml
+
 from harness import ROOT, Client, Envoy, bootstrap, catch_all_route, split_routes, write_ecds
 from prometheus_server import Prometheus
 
@@ -25,7 +27,8 @@ USERS = 10_000
 ENVOY_PRESET = ["--preset", "envoy", "--primary", "primary", "--canary", "canary"]
 
 # An alert like the shipped CanaryHigherErrorRate, on Envoy's statistics, firing at once, and
-# labelled with the canary's cluster so that `status` shows it under the route.
+# labelled with the canary's cluster so that `status` shows it under the route; and the shipped
+# CanarySplitGuardTripped as it is, on the filter's own gauge (added below).
 ALERT_RULES = """groups:
 - name: canary
   rules:
@@ -36,6 +39,8 @@ ALERT_RULES = """groups:
     labels:
       envoy_cluster_name: canary
 """
+ALERT_RULES += yaml.safe_dump([group for group in yaml.safe_load((ROOT / "istio" / "alerts.yaml").read_text())["spec"]["groups"]
+                               if group["name"] == "canary-split-guard"], sort_keys=False)
 
 
 def filter_config(weight, guard: dict | None = None) -> str:

@@ -383,6 +383,18 @@ def test_status_shows_a_tripped_guard_and_a_rollout_does_not_start_on_it(rig):
         "it took the canary out of the split. Set canary_weight to 0 (which ends the trip) and fix the canary first")
     assert ecds_weight(rig.ecds_path) == 25  # nothing written
 
+    # The shipped CanarySplitGuardTripped fires on the filter's gauge as Prometheus scrapes it.
+    text = wait_for_status(rig, "CanarySplitGuardTripped (firing", "--window", "10s", "--min-requests", "20")
+    assert "CanarySplitGuardTripped (firing since " in fields(text, PUBLIC)["alerts"], text
+    # As `not started` advises: canary_weight 0 changes the route, which ends the trip and the alert.
+    write_ecds(rig.ecds_path, filter_config(0, GUARD))
+    text = wait_for_status(rig, "not tripped", "--window", "10s", "--min-requests", "20")
+    shown = fields(text, PUBLIC)
+    assert shown["guard"].startswith("not tripped on 1 gateway series; "), text
+    rig.prometheus.wait_for(lambda: not [a for a in rig.prometheus.alerts()
+                                         if a["labels"]["alertname"] == "CanarySplitGuardTripped"],
+                            what="CanarySplitGuardTripped still firing after the rollback")
+
 
 def test_an_unguarded_route_says_so(rig):
     result = rig.status("--window", "5s")
