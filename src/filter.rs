@@ -122,9 +122,10 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     /// Always lets the request continue: the filter only rewrites headers.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(configured) = self.configured.clone() {
-            self.judged = self.route_request(&configured);
-        }
+        self.judged = match &self.configured {
+            Some(configured) => self.route_request(configured),
+            None => None,
+        };
         Action::Continue
     }
 
