@@ -16,7 +16,7 @@ IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
 WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: build binaryen cli demo demo-kserve demo-rollout image test test-rust test-wasm test-python lint setup system-tools rust-targets clean
+.PHONY: build binaryen cli demo demo-kserve demo-rollout demo-guard image test test-rust test-wasm test-python lint setup system-tools rust-targets clean
 
 ## build: the filter module (post-linked, see scripts/post_link.py), checked against its size budget
 build: rust-targets binaryen
@@ -38,6 +38,11 @@ demo-kserve: build $(VENV)/.installed $(VENV)/.kserve-installed
 ## a failing one rolled back
 demo-rollout: build cli $(VENV)/.installed system-tools
 	$(PYTHON) scripts/demo_rollout.py
+
+## demo-guard: the filter's guard with nothing else running: a canary that starts failing is taken
+## out of the split within seconds, pinned testers still reach it
+demo-guard: build $(VENV)/.installed
+	$(PYTHON) scripts/demo_guard.py
 
 ## test: every test: native core, the core inside a Wasm engine, real Envoy end to end, a short
 ## run of every benchmark configuration so the suite cannot rot, and 30 s of the soak

@@ -2,7 +2,9 @@
 reads its filter config from an ECDS file, a real Prometheus scrapes Envoy every second, and
 steady traffic (sticky users, one request in ten pinned with `traffic: test`) runs throughout.
 First a healthy canary is ramped 10 -> 25 -> 50 -> 100 %; then a canary that starts failing one
-request in five at the second step is rolled back to 0 within that step."""
+request in five at the second step is rolled back to 0 within that step; then the same on a route
+with the filter's guard, which takes the canary out of the split itself, and the rollout rolls back
+citing it. (`make demo-guard` shows the guard with no Prometheus and no rollout.)"""
 
 import pathlib
 import shlex
@@ -64,12 +66,28 @@ def main() -> int:
         show(["status", *common, "--window", "5s", "--min-requests", "30"])
         rig.status("--window", "5s", "--min-requests", "30", capture=False)
 
+        section("The same failing canary on a route with a guard: the filter trips, the rollout cites it")
+        rig.reset(guard={})
+        rig.prometheus.wait_for_series('canary_split_guard_tripped{host="shop.example.com"}')
+        watcher = WeightWatcher(rig.ecds_path, {25: lambda: setattr(canary, "failure_rate", 0.2)})
+        rig.start_traffic()
+        # Prometheus asked every 3 s, not every second: the guard trips within about a second of
+        # the failures, as it would between a cluster's polls 30 s apart.
+        guarded_steps = [*STEPS[:STEPS.index("--poll") + 1], "3s", *STEPS[STEPS.index("--poll") + 2:]]
+        show(["rollout", *common, *guarded_steps])
+        guarded = rig.rollout(*guarded_steps, capture=False)
+        watcher.stop()
+        print(f"(exit status {guarded.returncode})")
+        time.sleep(2)
+        show(["status", *common, "--window", "30s", "--min-requests", "30"])
+        rig.status("--window", "30s", "--min-requests", "30", capture=False)
+
         section("On a cluster: the kubectl commands for the shipped WasmPlugin (add --run to run them)")
         plan = ["rollout", "--config", str(ROOT / "istio" / "wasmplugin.yaml"), "--kubectl",
                 "--steps", "10,25,50,100", "--interval", "5m"]
         show([arg.replace(f"{ROOT}/", "") for arg in plan])
         rig.cli(*plan, capture=False)
-        return 0 if healthy.returncode == 0 and failing.returncode == 1 else 1
+        return 0 if healthy.returncode == 0 and failing.returncode == 1 and guarded.returncode == 1 else 1
     finally:
         rig.close()
 

@@ -20,9 +20,10 @@ import sys
 import tempfile
 
 # What Envoy needs from the module: its memory, the ABI version it was built for, the VM and
-# plugin lifecycle, and the stream callbacks the filter acts in: request headers (the decision)
-# and response headers (a sticky cookie handed out). proxy_on_delete stays so the SDK forgets each
-# stream; without proxy_on_done Envoy deletes a stream straight away.
+# plugin lifecycle, the stream callbacks the filter acts in (request headers: the decision;
+# response headers: a sticky cookie handed out, and the guard counts responses) and the root
+# context's tick (the guard merges its workers' counts). proxy_on_delete stays so the SDK forgets
+# each stream; without proxy_on_done Envoy deletes a stream straight away.
 KEPT_EXPORTS = [
     "memory",
     "_initialize",
@@ -33,6 +34,7 @@ KEPT_EXPORTS = [
     "proxy_on_context_create",
     "proxy_on_request_headers",
     "proxy_on_response_headers",
+    "proxy_on_tick",
     "proxy_on_delete",
 ]
 

@@ -11,6 +11,7 @@ use serde::de::{self, value::MapAccessDeserializer, IgnoredAny, MapAccess, SeqAc
 use serde::{Deserialize, Deserializer};
 
 use crate::authority::{self, MAX_HOST_LEN};
+use crate::guard::GuardConfig;
 use crate::pin_token::PinKeys;
 use crate::sticky_cookie::{CookieAssignment, DEFAULT_MAX_AGE_SECONDS, DEFAULT_PATH, MAX_MAX_AGE_SECONDS};
 use crate::sticky_hash::BUCKETS;
@@ -39,12 +40,21 @@ pub const ROUTE_FIELDS: &[&str] = &[
     "sticky",
     "salt",
     "x_forwarded_host",
+    "guard",
 ];
 pub const TARGET_FIELDS: &[&str] = &["host"];
 pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "token", "value", "to"];
 pub const TOKEN_FIELDS: &[&str] = &["header", "cookie"];
 pub const STICKY_FIELDS: &[&str] = &["header", "cookie", "client_ip", "assign"];
 pub const ASSIGN_FIELDS: &[&str] = &["max_age_seconds", "path", "domain"];
+pub const GUARD_FIELDS: &[&str] = &[
+    "window_seconds",
+    "min_requests",
+    "max_error_increase",
+    "error_ratio_floor",
+    "max_latency_increase",
+    "latency_floor_ms",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -161,6 +171,8 @@ pub struct Route {
     /// The keys its token pins verify with; none for a route without token pins, or for a
     /// config read without its environment.
     pub pin_keys: PinKeys,
+    /// Takes a failing canary out of the split (`guard`); none when the route has no guard.
+    pub guard: Option<GuardConfig>,
 }
 
 impl Route {
@@ -400,7 +412,7 @@ fn in_json_terms(unexpected: &str) -> String {
 
 /// `T`'s fields read from a JSON object only: serde_json would otherwise also build a struct from
 /// an array of its field values.
-struct Object<T>(T);
+pub(crate) struct Object<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -508,6 +520,7 @@ struct RouteFields {
     sticky: Option<Sticky>,
     salt: Option<NonEmpty>,
     x_forwarded_host: Option<bool>,
+    guard: Option<GuardConfig>,
 }
 
 impl TryFrom<Object<RouteFields>> for Route {
@@ -538,6 +551,7 @@ impl TryFrom<Object<RouteFields>> for Route {
             assign,
             x_forwarded_host: fields.x_forwarded_host.unwrap_or(false),
             pin_keys: PinKeys::default(),
+            guard: fields.guard,
         })
     }
 }
@@ -1061,6 +1075,7 @@ mod tests {
                 route_with(r#""sticky": {"cookie": "u", "assign": {"zz": 1}}"#),
                 ASSIGN_FIELDS,
             ),
+            (route_with(r#""guard": {"zz": 1}"#), GUARD_FIELDS),
         ];
         for (json, fields) in cases {
             assert_eq!(unknown_field_message(json), fields.join(", "));
@@ -1357,6 +1372,7 @@ mod tests {
                 TOKEN_FIELDS,
                 STICKY_FIELDS,
                 ASSIGN_FIELDS,
+                GUARD_FIELDS,
             ]
             .concat();
             prop_oneof![select(known).prop_map(str::to_owned), "[a-z_]{1,8}"]
@@ -1528,7 +1544,7 @@ mod tests {
             (r#"{"routes": [], "decision_header": "X-Forwarded-Host"}"#.into(), "decision_header: \"x-forwarded-host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [], "decision_header": "host"}"#.into(), "decision_header: \"host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [7]}"#.into(), "routes[0]: expected an object, found the number 7"),
-            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, x_forwarded_host)"),
+            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, x_forwarded_host, guard)"),
             (route_with("").replace("10", "150"), "routes[0].canary_weight: 150 is not in 0..=100"),
             (route_with("").replace("10", "-1"), "routes[0].canary_weight: -1 is not in 0..=100"),
             (route_with("").replace("10", "12.345"), "routes[0].canary_weight: 12.345 is finer than the resolution of 0.01 (one basis point)"),

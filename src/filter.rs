@@ -13,8 +13,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::config::{Config, FORWARDED_HOST_HEADER};
+use crate::config::{Config, Variant, FORWARDED_HOST_HEADER};
 use crate::decision::{decide_assigning, RequestView};
+use crate::guard_host::{Guards, Judged, OnRequest};
 use crate::metrics::{self, Stats};
 use crate::sticky_cookie;
 use crate::sticky_hash::BUCKETS;
@@ -31,10 +32,11 @@ struct Plugin {
     configured: Option<Rc<Configured>>,
 }
 
-/// A validated configuration and the stats its requests count in.
+/// A validated configuration, the stats its requests count in, and its routes' guards.
 struct Configured {
     config: Config,
     stats: Stats<u32>,
+    guards: Guards,
 }
 
 impl Context for Plugin {}
@@ -52,7 +54,9 @@ impl RootContext for Plugin {
             .and_then(|config| {
                 let stats = Stats::define(&config, define_counter, set_gauge)
                     .map_err(|status| format!("cannot define its stats: host status {status:?}"))?;
-                Ok(Configured { config, stats })
+                let guards = Guards::start(&config)
+                    .map_err(|status| format!("cannot start its guards: host status {status:?}"))?;
+                Ok(Configured { config, stats, guards })
             });
         let accepted = match configured {
             Ok(configured) => {
@@ -76,10 +80,17 @@ impl RootContext for Plugin {
         accepted
     }
 
+    fn on_tick(&mut self) {
+        if let Some(configured) = &self.configured {
+            configured.guards.tick();
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             configured: self.configured.clone(),
             set_cookie: None,
+            judged: None,
         }))
     }
 
@@ -101,25 +112,40 @@ fn count(counter: u32) {
     let _ = hostcalls::increment_metric(counter, 1);
 }
 
-/// One request, with its plugin's configuration (none if the plugin has no valid one).
+/// One request, with its plugin's configuration (none if the plugin has no valid one), and what
+/// its response needs from the decision.
 struct Stream {
     configured: Option<Rc<Configured>>,
     /// The `Set-Cookie` that gives the client the sticky key the filter made for it.
     set_cookie: Option<String>,
+    /// What the guard needs to count the response, for a request it judged.
+    judged: Option<Judged>,
 }
 
 impl Context for Stream {}
+
+/// What a routed request leaves for its response.
+#[derive(Default)]
+struct Routed {
+    judged: Option<Judged>,
+    set_cookie: Option<String>,
+}
 
 impl HttpContext for Stream {
     /// Always lets the request continue: the filter only rewrites headers.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(configured) = &self.configured {
-            self.set_cookie = self.route_request(configured);
+            let routed = self.route_request(configured);
+            (self.judged, self.set_cookie) = (routed.judged, routed.set_cookie);
         }
         Action::Continue
     }
 
+    /// Envoy's own replies (timeout, reset, no healthy upstream) pass through here as well.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let (Some(judged), Some(configured)) = (self.judged.take(), &self.configured) {
+            configured.guards.on_response(judged);
+        }
         self.send_assigned_cookie();
         Action::Continue
     }
@@ -131,9 +157,7 @@ impl Stream {
     /// 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is only needed from
     /// ABI 0.2.2 on). The end-to-end tests route on the filter's changes, and fail if that ever
     /// stops being true.
-    ///
-    /// Returns the `Set-Cookie` for a sticky key it handed out, if it made one.
-    fn route_request(&self, Configured { config, stats }: &Configured) -> Option<String> {
+    fn route_request(&self, Configured { config, stats, guards }: &Configured) -> Routed {
         let request = Request { stream: self };
         #[cfg(feature = "crash-trigger")]
         crash_if_asked(&request);
@@ -144,38 +168,50 @@ impl Stream {
             .and_then(|a| config.route_index(a))
             .and_then(|index| {
                 let route_stats = stats.routes.get(index)?;
-                Some((config.routes.get(index)?, route_stats))
+                Some((index, config.routes.get(index)?, route_stats))
             });
-        let Some((route, route_stats)) = split else {
+        let Some((index, route, route_stats)) = split else {
             // Not a split host: only make sure the client cannot choose a variant itself.
             if spoofed {
                 self.remove_http_request_header(&config.decision_header);
                 count(stats.spoofed_decision_headers_elsewhere);
             }
-            return None;
+            return Routed::default();
         };
         if spoofed {
             count(route_stats.spoofed_decision_headers);
         }
         let new_key = || sticky_cookie::new_key(fastrand::u128(..));
         let (decision, assigned_key) = decide_assigning(route, &request, || fastrand::u16(..BUCKETS), new_key);
-        count(route_stats.requests(decision.variant, decision.reason));
+        let guarded = guards.on_request(index, &decision);
+        let variant = if matches!(guarded, OnRequest::ToPrimary) {
+            Variant::Primary // counted by the guard, with reason `guard`
+        } else {
+            count(route_stats.requests(decision.variant, decision.reason));
+            decision.variant
+        };
         for rejected in &decision.rejected_tokens {
             if let Some(counter) = route_stats.rejected_tokens(rejected.reason) {
                 count(counter);
             }
         }
-        let value = config.decision_values.of(decision.variant);
+        let value = config.decision_values.of(variant);
         self.set_http_request_header_bytes(&config.decision_header, Some(value.as_bytes()));
-        if let Some(target_host) = &route.target(decision.variant).host {
+        if let Some(target_host) = &route.target(variant).host {
             if let (true, Some(original)) = (route.x_forwarded_host, &authority) {
                 self.set_http_request_header_bytes(FORWARDED_HOST_HEADER, Some(original));
             }
             self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
         }
-        let (key, assignment) = (assigned_key?, route.assign.as_ref()?);
-        let secure = sticky_cookie::is_https(request.first("x-forwarded-proto").as_deref());
-        Some(assignment.set_cookie(&key, secure))
+        let judged = match guarded {
+            OnRequest::Judged(judged) => Some(judged),
+            OnRequest::Unjudged | OnRequest::ToPrimary => None,
+        };
+        let set_cookie = assigned_key.zip(route.assign.as_ref()).map(|(key, assignment)| {
+            let secure = sticky_cookie::is_https(request.first("x-forwarded-proto").as_deref());
+            assignment.set_cookie(&key, secure)
+        });
+        Routed { judged, set_cookie }
     }
 
     /// Added, never set: the upstream's own cookies stay. A failed call only loses the cookie; the

@@ -29,6 +29,12 @@ pub const CONFIGS_REFUSED: &str = "canary_split_configs_refused_total";
 pub const HOST_TAG: &str = "host";
 pub const RELEASE_TAG: &str = "split_release";
 pub const REASON_TAG: &str = "reason";
+/// Whether each guarded host's guard has tripped (gauge: 1 tripped, 0 not).
+pub const GUARD_TRIPPED: &str = "canary_split_guard_tripped";
+/// Trips of each guarded host's guard.
+pub const GUARD_TRIPS: &str = "canary_split_guard_trips_total";
+/// The `reason` label of requests a tripped guard sent to primary.
+pub const GUARD_REASON: &str = "guard";
 
 /// The `host` label of requests to hosts that are not split; never a valid route host.
 pub const OTHER_HOSTS: &str = "*";
@@ -172,6 +178,35 @@ impl<Id: Copy> Stats<Id> {
     }
 }
 
+/// The stats of one guarded host: requests its tripped guard sent to primary, the tripped
+/// gauge, and trips.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GuardStats<Id> {
+    pub requests: Id,
+    pub tripped: Id,
+    pub trips: Id,
+}
+
+impl<Id> GuardStats<Id> {
+    /// Defines them for `host`; the glue sets the gauge once it knows the guard's state.
+    pub fn define<E>(
+        host: &str,
+        mut define_counter: impl FnMut(&str) -> Result<Id, E>,
+        define_gauge: impl FnOnce(&str) -> Result<Id, E>,
+    ) -> Result<Self, E> {
+        let labels = [
+            (HOST_TAG, host),
+            (RELEASE_TAG, Variant::Primary.as_str()),
+            (REASON_TAG, GUARD_REASON),
+        ];
+        Ok(GuardStats {
+            requests: define_counter(&stat_name(REQUESTS, &labels))?,
+            tripped: define_gauge(&stat_name(GUARD_TRIPPED, &[(HOST_TAG, host)]))?,
+            trips: define_counter(&stat_name(GUARD_TRIPS, &[(HOST_TAG, host)]))?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +323,36 @@ mod tests {
             rejected("expired")
         );
         assert_eq!(stats.routes[1].rejected_tokens(TokenRejection::Malformed), None);
+    }
+
+    #[test]
+    fn a_guarded_host_counts_guarded_requests_its_trips_and_shows_its_state() {
+        let mut defined = Vec::new();
+        let stats = GuardStats::define::<()>(
+            "a.example.com",
+            |name| {
+                defined.push(("counter", name.to_owned()));
+                Ok(defined.len())
+            },
+            |name| Ok(name.len()),
+        )
+        .expect("defined");
+        assert_eq!(
+            defined,
+            [
+                (
+                    "counter",
+                    "host=.=a.example.com;.;split_release=.=primary;.;reason=.=guard;.;canary_split_requests_total"
+                        .to_owned()
+                ),
+                (
+                    "counter",
+                    "host=.=a.example.com;.;canary_split_guard_trips_total".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(stats.tripped, "host=.=a.example.com;.;canary_split_guard_tripped".len());
+        assert_eq!((stats.requests, stats.trips), (1, 2));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::indexing_slicing)]
 
 use canary_split::config::{
-    Config, ASSIGN_FIELDS, CONFIG_FIELDS, DECISION_VALUES_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS,
-    TARGET_FIELDS, TOKEN_FIELDS,
+    Config, ASSIGN_FIELDS, CONFIG_FIELDS, DECISION_VALUES_FIELDS, GUARD_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS,
+    STICKY_FIELDS, TARGET_FIELDS, TOKEN_FIELDS,
 };
 use serde_json::Value;
 
@@ -56,4 +56,5 @@ fn schema_lists_the_fields_the_filter_accepts() {
     assert_eq!(properties("/$defs/pin_token"), sorted(TOKEN_FIELDS));
     assert_eq!(properties("/$defs/sticky"), sorted(STICKY_FIELDS));
     assert_eq!(properties("/$defs/sticky_assign"), sorted(ASSIGN_FIELDS));
+    assert_eq!(properties("/$defs/guard"), sorted(GUARD_FIELDS));
 }

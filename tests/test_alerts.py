@@ -113,6 +113,18 @@ BROKEN = [
      "no_traffic.yaml", "name: quiet hours"),
     ("no-traffic-alert-for-10m", "for: 15m", "for: 10m",
      "no_traffic.yaml", "name: canary gets no traffic while primary serves 10 requests a second"),
+    ("guard-alert-on-every-series", "count by (host) (canary_split_guard_tripped == 1)",
+     "count by (host) (canary_split_guard_tripped)",
+     "guard.yaml", "name: guarded, never tripped"),
+    ("guard-alert-when-every-replica-tripped", "count by (host) (canary_split_guard_tripped == 1)",
+     "count by (host) (canary_split_guard_tripped == 1) unless on (host) min by (host) (canary_split_guard_tripped) == 0",
+     "guard.yaml", "name: one of two gateway replicas trips at 10m; a push that changes the route ends the trip at 20m"),
+    ("guard-alert-without-host", "count by (host) (canary_split_guard_tripped == 1)",
+     "count(canary_split_guard_tripped == 1)",
+     "guard.yaml", "name: two guarded hosts; only the one whose guard tripped alerts"),
+    ("guard-alert-on-the-trips-counter", "count by (host) (canary_split_guard_tripped == 1)",
+     "count by (host) (canary_split_guard_trips_total >= 1)",
+     "guard.yaml", "name: one of two gateway replicas trips at 10m; a push that changes the route ends the trip at 20m"),
 ]
 
 

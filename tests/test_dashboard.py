@@ -72,6 +72,15 @@ def test_it_shows_what_a_rollout_is_judged_on():
             "sklearn:gateway_error_ratio:rate5m", "sklearn:gateway_request_duration_ms:mean5m"} <= named
 
 
+def test_it_shows_the_guard_per_gateway_series():
+    guard_targets = [target for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel["targets"]
+                     if "canary_split_guard_" in target["expr"]]
+    assert {name for target in guard_targets for name in metric_names(target["expr"])} == {
+        "canary_split_guard_tripped", "canary_split_guard_trips_total"}
+    # The gauge unaggregated: one line per gateway series, since each replica judges its own traffic.
+    assert any(target["expr"] == 'canary_split_guard_tripped{host="$host"}' for target in guard_targets)
+
+
 def test_it_lists_every_alert_of_the_rules():
     alerts = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["spec"]["groups"]
               for rule in group["rules"] if "alert" in rule}

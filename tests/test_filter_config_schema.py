@@ -48,6 +48,17 @@ def test_accepts_cookie_assignment_and_x_forwarded_host(config):
     VALIDATOR.validate(config)
 
 
+@pytest.mark.parametrize("guard", [
+    {},
+    {"window_seconds": 1, "min_requests": 1, "max_error_increase": 0, "error_ratio_floor": 0},
+    {"window_seconds": 300, "max_error_increase": 250.5, "error_ratio_floor": 100},
+    {"max_latency_increase": 30},
+    {"max_latency_increase": 30, "latency_floor_ms": 250},
+], ids=lambda g: json.dumps(g)[:60])
+def test_accepts_guards(guard):
+    VALIDATOR.validate({"routes": [route(guard=guard)]})
+
+
 @pytest.mark.parametrize("config", [
     {},
     {"routes": [], "extra": 1},
@@ -90,6 +101,16 @@ def test_accepts_cookie_assignment_and_x_forwarded_host(config):
     {"decision_values": {"canary": ""}, "routes": []},
     {"decision_values": {"canary": "x" * 129}, "routes": []},
     {"decision_values": {"beta": "x"}, "routes": []},
+    {"routes": [route(guard={"window_seconds": 0})]},
+    {"routes": [route(guard={"window_seconds": 301})]},
+    {"routes": [route(guard={"window_seconds": 2.5})]},
+    {"routes": [route(guard={"min_requests": 0})]},
+    {"routes": [route(guard={"max_error_increase": -1})]},
+    {"routes": [route(guard={"error_ratio_floor": 100.5})]},
+    {"routes": [route(guard={"max_latency_increase": -5})]},
+    {"routes": [route(guard={"latency_floor_ms": 100})]},
+    {"routes": [route(guard={"window": 10})]},
+    {"routes": [route(guard=True)]},
 ], ids=lambda c: json.dumps(c)[:60])
 def test_rejects_what_the_filter_rejects(config):
     assert not VALIDATOR.is_valid(config)

@@ -5,6 +5,7 @@ mod commands;
 mod config_file;
 mod gateway;
 mod gateway_api;
+mod guard;
 mod judge;
 mod preset;
 mod prometheus;

@@ -1,11 +1,12 @@
 //! `canary-split rollout`: raises `canary_weight` step by step, judging the canary against primary
-//! through Prometheus after each step, and rolls back to 0 the moment it fails, or when it cannot
-//! be judged within a bounded wait.
+//! through Prometheus after each step, and rolls back to 0 the moment it fails (or the filter's
+//! guard trips), or when it cannot be judged within a bounded wait.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::config_file::{read_one_config, routes_for};
+use crate::guard;
 use crate::judge::{judge, percent, Criteria, Figures, Verdict};
 use crate::preset::{Preset, Releases};
 use crate::prometheus::Prometheus;
@@ -19,7 +20,8 @@ use crate::{duration, missing, non_negative, positive_duration, Failure, OneOf};
     override_usage = "canary-split rollout --config <FILE> --steps <PERCENTS> --interval <DURATION> \
 (--prometheus <URL> --primary <NAME> --canary <NAME> | --kubectl) [OPTIONS]",
     after_help = format!("Sets canary_weight to each step, waits --interval, judges the canary against primary and \
-advances; rolls back to 0 and exits 1 when it fails, or when Prometheus cannot judge it within --max-hold. Writes the \
+advances; rolls back to 0 and exits 1 when it fails, when the filter's guard trips on any gateway series (a route with \
+a guard: at every poll), or when Prometheus cannot judge it within --max-hold. Writes the \
 one canary_weight line of --config (WasmPlugin YAML or JSON), or an ECDS file, then runs --after-write; with --kubectl \
 prints the kubectl patch commands (no Prometheus needed), with --run runs them. NAME is the release's \
 destination_service (istio preset) or envoy_cluster_name (envoy preset).
@@ -175,9 +177,46 @@ pub fn rollout(args: &RolloutArgs) -> Result<String, Failure> {
         writer.describe()
     );
     println!("{}", describe_criteria(&plan));
-    Ok(run(&plan, &writer, &mut |window| {
-        releases.figures(&prometheus, window)
-    })?)
+    let host = route.host.as_str();
+    let mut guard_tripped = || -> Option<String> {
+        let series = guard::guard_series(&prometheus, host).ok()?;
+        guard::tripped(&series)
+            .map(|tripped| format!("the filter's guard {tripped}: it took the canary out of the split"))
+    };
+    if route.guard.is_some() {
+        // A trip from before the rollout would fail its first step at once: the canary failed at
+        // the weight set by hand, and writing a new weight would end the trip (any change to the
+        // route does), not fix the canary.
+        if let Some(tripped) = guard_tripped() {
+            return Err(format!(
+                "not started: {tripped}. Set canary_weight to 0 (which ends the trip) and fix the canary first"
+            )
+            .into());
+        }
+        println!(
+            "the filter's guard on {host}: a trip on any gateway series ({}) fails the step at once",
+            describe_guard_series(&prometheus, host)
+        );
+    }
+    let mut no_guard = || None;
+    let guard: &mut GuardCheck = if route.guard.is_some() {
+        &mut guard_tripped
+    } else {
+        &mut no_guard
+    };
+    Ok(run(
+        &plan,
+        &writer,
+        &mut |window| releases.figures(&prometheus, window),
+        guard,
+    )?)
+}
+
+fn describe_guard_series(prometheus: &Prometheus, host: &str) -> String {
+    match guard::guard_series(prometheus, host) {
+        Ok(series) => guard::describe(&series),
+        Err(error) => error,
+    }
 }
 
 /// The plan the flags describe. --steps and --interval are needed in every case, but checked only
@@ -243,9 +282,18 @@ fn kubectl_plan(writer: &Writer, plan: &Plan, host: &str, current: Weight) -> St
 /// The figures of the last `window` of traffic, or why there are none.
 type Observe<'a> = dyn FnMut(Duration) -> Result<Figures, String> + 'a;
 
+/// Why the filter's guard fails the step now (it has tripped), or `None`.
+type GuardCheck<'a> = dyn FnMut() -> Option<String> + 'a;
+
 /// Runs the plan: each step writes its weight, waits out the interval (rolling back at once if
-/// the canary already fails), then judges; a step without a verdict is held, never advanced.
-pub fn run(plan: &Plan, writer: &Writer, observe: &mut Observe) -> Result<String, String> {
+/// the canary already fails or the guard trips), then judges; a step without a verdict is held,
+/// never advanced.
+pub fn run(
+    plan: &Plan,
+    writer: &Writer,
+    observe: &mut Observe,
+    guard_tripped: &mut GuardCheck,
+) -> Result<String, String> {
     let started = Instant::now();
     let say = |message: &str| {
         println!("[{:>4}s] {message}", started.elapsed().as_secs());
@@ -268,6 +316,9 @@ pub fn run(plan: &Plan, writer: &Writer, observe: &mut Observe) -> Result<String
             if step_start.elapsed() >= plan.interval {
                 break;
             }
+            if let Some(why) = guard_tripped() {
+                return Err(roll_back(writer, &say, &format!("{step}: {why}")));
+            }
             if let Ok(figures) = observe(window(Instant::now())) {
                 if let Verdict::Fail { reasons } = judge(&figures, &plan.criteria, weight) {
                     say(&format!("{step}: {}", describe_figures(&figures)));
@@ -278,6 +329,9 @@ pub fn run(plan: &Plan, writer: &Writer, observe: &mut Observe) -> Result<String
 
         let hold_until = Instant::now() + plan.max_hold;
         loop {
+            if let Some(why) = guard_tripped() {
+                return Err(roll_back(writer, &say, &format!("{step}: {why}")));
+            }
             let verdict = match observe(window(Instant::now())) {
                 Ok(figures) => {
                     say(&format!("{step}: {}", describe_figures(&figures)));
@@ -375,5 +429,80 @@ mod tests {
             (args.interval.unwrap(), args.interval.unwrap())
         );
         assert_eq!(plan.poll, Duration::from_secs(30));
+    }
+
+    use crate::judge::ReleaseFigures;
+    use crate::target::Target;
+
+    /// A rollout of 10 → 50 % on a JSON config in a temporary file, steps of 300 ms polled every
+    /// 20 ms, on healthy figures; the guard trips once the file holds `trips_at` (never if `None`).
+    /// Returns the outcome, the file at the end, and how often figures were asked for after the trip.
+    fn run_with_guard(name: &str, trips_at: Option<&str>) -> (Result<String, String>, String, usize) {
+        let path = std::env::temp_dir().join(format!("canary-split-{name}-{}.json", std::process::id()));
+        let config = r#"{"routes": [{"host": "shop.example.com", "primary": {}, "canary": {}, "canary_weight": 0,
+            "guard": {}}]}"#;
+        std::fs::write(&path, config).unwrap();
+        let path_text = path.to_str().unwrap().to_owned();
+        let writer = Writer::new(Target::File { path: path_text }, 0, config.as_bytes()).unwrap();
+        let plan = Plan {
+            steps: parse_steps("10,50").unwrap(),
+            interval: Duration::from_millis(300),
+            window: Duration::from_millis(300),
+            poll: Duration::from_millis(20),
+            max_hold: Duration::from_millis(300),
+            criteria: Criteria {
+                min_requests: 10.0,
+                ..Criteria::default()
+            },
+        };
+        let healthy = |requests| ReleaseFigures {
+            requests,
+            errors: 0.0,
+            mean_ms: Some(1.0),
+        };
+        let holds = |weight: &str| {
+            let written = std::fs::read_to_string(&path).unwrap_or_default();
+            written.contains(&format!(r#""canary_weight": {weight},"#))
+        };
+        let mut observed_after_trip = 0;
+        let result = run(
+            &plan,
+            &writer,
+            &mut |_| {
+                observed_after_trip += usize::from(trips_at.is_some_and(holds));
+                Ok(Figures {
+                    primary: healthy(900.0),
+                    canary: healthy(100.0),
+                })
+            },
+            &mut || {
+                trips_at
+                    .is_some_and(holds)
+                    .then(|| "the filter's guard tripped on 1 of 2 gateway series (instance=\"a\")".to_owned())
+            },
+        );
+        let written = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        (result, written, observed_after_trip)
+    }
+
+    #[test]
+    fn a_tripped_guard_fails_the_step_at_once_and_rolls_back() {
+        let (result, written, observed_after_trip) = run_with_guard("tripped", Some("50"));
+        assert_eq!(
+            result.unwrap_err(),
+            "rolled back to canary_weight 0: step 2/2 at 50 %: the filter's guard tripped on 1 of 2 gateway series \
+             (instance=\"a\")"
+        );
+        assert!(written.contains(r#""canary_weight": 0,"#), "{written}");
+        // At the first poll of the step: before its figures are ever asked for.
+        assert_eq!(observed_after_trip, 0);
+    }
+
+    #[test]
+    fn an_untripped_guard_lets_the_rollout_through() {
+        let (result, written, _) = run_with_guard("untripped", None);
+        assert!(result.unwrap().starts_with("rollout complete"));
+        assert!(written.contains(r#""canary_weight": 50,"#), "{written}");
     }
 }

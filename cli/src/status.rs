@@ -1,6 +1,7 @@
 //! `canary-split status`: for each split host, the weight configured and the one the filter
-//! reports, the canary's observed share, requests by reason, each release's errors and mean latency,
-//! the verdict a rollout would give now, and the alerts firing; as text, or as JSON for scripts.
+//! reports, the guard on each gateway series, the canary's observed share, requests by reason, each
+//! release's errors and mean latency, the verdict a rollout would give now, and the alerts firing;
+//! as text, or as JSON for scripts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,6 +11,7 @@ use canary_split::config::Route;
 use serde::{Serialize, Serializer};
 
 use crate::config_file::{read_one_config, routes_for};
+use crate::guard::{self, GuardSeries};
 use crate::judge::{judge, milliseconds, percent, Criteria, ReleaseFigures, Verdict};
 use crate::preset::{Preset, Releases};
 use crate::prometheus::{quoted, range, Alert, Prometheus};
@@ -19,7 +21,8 @@ use crate::{non_negative, positive_duration, OneOf, Output};
 /// Show what Prometheus says about each split host
 #[derive(clap::Args)]
 #[command(after_help = format!("For each route (or the one --host names): the configured weight, the weight the filter \
-reports per gateway series, requests by release and reason; with --primary and --canary, over --window, the canary's \
+reports per gateway series, the guard (for a route with one: tripped or not on each gateway series, and its trips \
+over --window), requests by release and reason; with --primary and --canary, over --window, the canary's \
 observed share, each release's requests, 5xx and mean latency, and the verdict a rollout would give now; last, the alerts \
 pending or firing. NAME is the release's destination_service (istio preset) or envoy_cluster_name (envoy preset).
 
@@ -85,11 +88,21 @@ struct RouteStatus {
     /// What each gateway series of `canary_split_canary_weight_basis_points` says (null: out of range).
     #[serde(serialize_with = "as_percents")]
     reported_weights: Vec<Option<Weight>>,
+    /// For a route with a guard in the config (null without).
+    guard: Option<GuardStatus>,
     /// `canary_split_requests_total` over the window, primary first, in the order the filter decides.
     requests: Vec<ReasonCount>,
     /// With `--primary` and `--canary`.
     releases: Option<ReleasesStatus>,
     alerts: Vec<AlertStatus>,
+}
+
+#[derive(Serialize)]
+struct GuardStatus {
+    /// `canary_split_guard_tripped` on each gateway series.
+    series: Vec<GuardSeries>,
+    /// `canary_split_guard_trips_total` over the window, summed over the gateway series.
+    trips: f64,
 }
 
 #[derive(Serialize)]
@@ -170,6 +183,8 @@ pub fn status(args: &StatusArgs) -> Result<String, String> {
     };
 
     let mut alerts = prometheus.alerts()?;
+    // Prometheus lists them in no fixed order: by name, so that two runs read alike.
+    alerts.sort_by(|a, b| (a.name(), &a.active_at).cmp(&(b.name(), &b.active_at)));
     let mut status = Status {
         prometheus: prometheus.url().to_owned(),
         window,
@@ -198,6 +213,11 @@ pub fn status(args: &StatusArgs) -> Result<String, String> {
             host: route.host.clone(),
             configured_weight: weight,
             reported_weights: reported_weights(&prometheus, route)?,
+            guard: route
+                .guard
+                .as_ref()
+                .map(|_| guard_status(&prometheus, route, window))
+                .transpose()?,
             requests: requests_by_reason(&prometheus, route, window)?,
             releases: releases
                 .as_ref()
@@ -235,6 +255,11 @@ fn text(status: &Status, preset: Preset) -> String {
             &mut out,
             "  filter reports",
             &describe_reported(&route.reported_weights),
+        );
+        line(
+            &mut out,
+            "  guard",
+            &describe_guard(route.guard.as_ref(), status.window),
         );
         line(&mut out, "  requests by reason", &describe_requests(&route.requests));
         match &route.releases {
@@ -301,6 +326,25 @@ fn describe_reported(reported: &[Option<Weight>]) -> String {
     }
 }
 
+fn guard_status(prometheus: &Prometheus, route: &Route, window: Duration) -> Result<GuardStatus, String> {
+    Ok(GuardStatus {
+        series: guard::guard_series(prometheus, &route.host)?,
+        trips: guard::trips(prometheus, &route.host, window)?,
+    })
+}
+
+fn describe_guard(status: Option<&GuardStatus>, window: Duration) -> String {
+    match status {
+        None => "none on this route".to_owned(),
+        Some(GuardStatus { series, trips }) => format!(
+            "{}; {trips:.0} trip{} in the last {}",
+            guard::describe(series),
+            if (trips - 1.0).abs() < 0.5 { "" } else { "s" },
+            humantime::format_duration(window)
+        ),
+    }
+}
+
 /// `canary_split_requests_total` over the window, by release and reason.
 fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) -> Result<Vec<ReasonCount>, String> {
     let samples = prometheus.query(&format!(
@@ -318,7 +362,8 @@ fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) 
             requests: sample.value.unwrap_or(0.0),
         })
         .collect();
-    // Primary before canary, pin before sticky before random: the order the filter decides in.
+    // Primary before canary, pin before sticky before random: the order the filter decides in; a
+    // tripped guard's requests last.
     let rank = |name: &str, order: &[&str]| {
         (
             order.iter().position(|n| *n == name).unwrap_or(order.len()),
@@ -328,7 +373,7 @@ fn requests_by_reason(prometheus: &Prometheus, route: &Route, window: Duration) 
     counts.sort_by_key(|count| {
         (
             rank(&count.release, &["primary", "canary"]),
-            rank(&count.reason, &["pin", "sticky", "random"]),
+            rank(&count.reason, &["pin", "sticky", "random", "guard"]),
         )
     });
     Ok(counts)

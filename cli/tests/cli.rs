@@ -172,6 +172,36 @@ fn explain_says_a_request_without_the_sticky_cookie_gets_one() {
 }
 
 #[test]
+fn check_and_explain_describe_a_routes_guard() {
+    let config = temp_file(
+        "guarded.json",
+        r#"{"routes": [{"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 10,
+                        "guard": {"window_seconds": 20, "max_latency_increase": 30, "latency_floor_ms": 250}},
+                       {"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 10}]}"#,
+    );
+    let guard = "trips when, over the last 20 s, the canary has at least 20 judged requests (sticky or random) and, \
+                 with 99 % confidence, an error ratio above 1 % and above primary's x 1.5, or a p95 above primary's \
+                 x 1.3 and above 250 ms; tripped, every request no pin decides goes to primary until the route's \
+                 configuration changes";
+    let output = run(&["check", &config]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("{config}: ok, 2 route(s)\n{config}: routes[0] (a.example.com): guard {guard}\n")
+    );
+    let output = run(&["explain", "--config", &config, "--host", "a.example.com"]);
+    assert!(
+        stdout(&output).starts_with(&format!(
+            "host a.example.com: route a.example.com (canary_weight 10)\nguard: {guard}\n"
+        )),
+        "{}",
+        stdout(&output)
+    );
+    let output = run(&["explain", "--config", &config, "--host", "b.example.com"]);
+    assert!(!stdout(&output).contains("guard"), "{}", stdout(&output));
+}
+
+#[test]
 fn explain_unknown_host_and_client_address() {
     let output = run(&[
         "explain",

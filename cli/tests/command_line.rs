@@ -381,7 +381,16 @@ struct CheckedConfig {
     error: Option<String>,
     routes: Option<usize>,
     pin_keys: Option<PinKeys>,
+    guards: Vec<RouteGuard>,
     findings: Vec<Finding>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteGuard {
+    route: usize,
+    host: String,
+    guard: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -417,6 +426,12 @@ impl CheckReport {
                     format!("; token pins' keys not checked ({env} is not set here)\n")
                 }
             };
+            for guard in &config.guards {
+                text += &format!(
+                    "{}: routes[{}] ({}): guard {}\n",
+                    config.label, guard.route, guard.host, guard.guard
+                );
+            }
             for finding in &config.findings {
                 text += &format!("{}: routes[{}]: {}\n", config.label, finding.route, finding.message);
             }

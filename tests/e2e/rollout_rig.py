@@ -15,6 +15,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import yaml
+
 from harness import ROOT, Client, Envoy, bootstrap, catch_all_route, split_routes, write_ecds
 from prometheus_server import Prometheus
 
@@ -25,7 +27,8 @@ USERS = 10_000
 ENVOY_PRESET = ["--preset", "envoy", "--primary", "primary", "--canary", "canary"]
 
 # An alert like the shipped CanaryHigherErrorRate, on Envoy's statistics, firing at once, and
-# labelled with the canary's cluster so that `status` shows it under the route.
+# labelled with the canary's cluster so that `status` shows it under the route; and the shipped
+# CanarySplitGuardTripped as it is, on the filter's own gauge (added below).
 ALERT_RULES = """groups:
 - name: canary
   rules:
@@ -36,14 +39,19 @@ ALERT_RULES = """groups:
     labels:
       envoy_cluster_name: canary
 """
+ALERT_RULES += yaml.safe_dump([group for group in yaml.safe_load((ROOT / "istio" / "alerts.yaml").read_text())["spec"]["groups"]
+                               if group["name"] == "canary-split-guard"], sort_keys=False)
 
 
-def filter_config(weight) -> str:
-    return json.dumps({"routes": [{
+def filter_config(weight, guard: dict | None = None) -> str:
+    route = {
         "host": PUBLIC, "primary": {}, "canary": {}, "canary_weight": weight,
         "pin": [{"header": "traffic", "value": "test", "to": "canary"}],
         "sticky": {"header": "x-user-id"},
-    }]})
+    }
+    if guard is not None:
+        route["guard"] = guard
+    return json.dumps({"routes": [route]})
 
 
 def ecds_weight(path: pathlib.Path) -> float | None:
@@ -174,7 +182,7 @@ class Rig:
     Prometheus takes about five seconds to scrape a new target, hence one rig for many rollouts,
     each judging only its own steps' traffic."""
 
-    def __init__(self):
+    def __init__(self, concurrency: int = 1):
         self.upstreams = {name: ReleaseUpstream(name) for name in ("primary", "canary", "other")}
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="canary-split-rollout-"))
         self.ecds_path = self.workdir / "canary-split.json"
@@ -182,7 +190,7 @@ class Rig:
                            split_routes(PUBLIC, None, None) + [catch_all_route()], ecds_path=self.ecds_path)
         # Histograms reach /stats/prometheus when Envoy merges them: every second, like the scrapes.
         config["stats_flush_interval"] = "1s"
-        self.envoy = Envoy(config).start()
+        self.envoy = Envoy(config, concurrency=concurrency).start()
         self.prometheus = self.new_prometheus(ALERT_RULES)
         self.traffic: Traffic | None = None
 
@@ -208,12 +216,13 @@ class Rig:
         return self.cli("status", "--prometheus", self.prometheus.url, "--config", str(self.ecds_path),
                         *ENVOY_PRESET, *args, capture=capture)
 
-    def reset(self, timeout: float = 20.0):
-        """No traffic, weight 0, a healthy canary, and no alert left firing."""
+    def reset(self, timeout: float = 20.0, guard: dict | None = None):
+        """No traffic, weight 0 (with the route's `guard`, if given), a healthy canary, and no
+        alert left firing."""
         if self.traffic:
             self.traffic.stop()
             self.traffic = None
-        write_ecds(self.ecds_path, filter_config(0))
+        write_ecds(self.ecds_path, filter_config(0, guard))
         self.upstreams["canary"].failure_rate = 0.0
         deadline = time.monotonic() + timeout
         while self.prometheus.alerts():

@@ -19,7 +19,7 @@ CONFIG = {"routes": [
     {"host": PUBLIC, "primary": {}, "canary": {}, "canary_weight": 25,
      "pin": [{"header": "traffic", "value": "test", "to": "canary"},
              {"cookie": "canary", "value": "never", "to": "primary"}],
-     "sticky": {"header": "x-user-id"}},
+     "sticky": {"header": "x-user-id"}, "guard": {}},
     {"host": OTHER_SPLIT, "primary": {}, "canary": {}, "canary_weight": 12.34},
 ]}
 
@@ -73,9 +73,11 @@ def test_a_known_mix_of_requests_is_counted_by_host_split_release_and_reason(gat
         return {k: v for k, v in counted.items() if v} == {k: v for k, v in expected.items() if v}
 
     prometheus.wait_for(all_counted, what=lambda: f"expected {expected}, last seen {counted}")
-    # Every counter exists from the start, zero or not: dashboards see a series per release.
+    # Every counter exists from the start, zero or not: dashboards see a series per release; a
+    # guarded host's has primary's requests sent by a tripped guard too.
     assert set(requests_by(prometheus, host=PUBLIC)) == {
-        (PUBLIC, release, reason) for release in ("primary", "canary") for reason in ("pin", "sticky", "random")}
+        (PUBLIC, release, reason) for release in ("primary", "canary") for reason in ("pin", "sticky", "random")
+    } | {(PUBLIC, "primary", "guard")}
     assert sum(requests_by(prometheus, host=OTHER_SPLIT).values()) == 1
     assert 0 < canary_users < len(sticky_users) and 0 < random_canary < 60
 

@@ -1,7 +1,9 @@
 """`canary-split rollout` and `status` end to end: real Envoy with the module, a real Prometheus
 scraping it every second, two real upstreams and steady traffic. A healthy canary is ramped to
 100 %; one that starts failing is rolled back to 0 within its step while pinned testers still
-reach it; a rollout that cannot be judged (no traffic, Prometheus gone) holds, then rolls back."""
+reach it; a rollout that cannot be judged (no traffic, Prometheus gone) holds, then rolls back. On a
+guarded route, the filter's own guard trips on a canary failing one request in five, `status` shows
+it, and `rollout` rolls back citing it (or does not start while it is tripped)."""
 
 import json
 import os
@@ -13,7 +15,8 @@ import time
 import pytest
 import yaml
 
-from rollout_rig import CLI, PUBLIC, Rig, WeightWatcher, ecds_weight, requests_to
+from harness import write_ecds
+from rollout_rig import CLI, PUBLIC, Rig, WeightWatcher, ecds_weight, filter_config, requests_to
 
 STEPS = "10,25,50,100"
 INTERVAL = 3.0
@@ -21,6 +24,11 @@ INTERVAL = 3.0
 # and one slow scheduling of this shared machine moves it many times over: latency counts only above
 # 100 ms.
 JUDGING = ["--interval", f"{INTERVAL:.0f}s", "--poll", "500ms", "--min-requests", "20", "--latency-floor", "100ms"]
+# The guard's defaults: 10 s window, 20 judged requests, 1.5 × primary's error ratio and 1 %.
+GUARD = {}
+# The rollout's own error judgement out of reach (a canary error ratio over 100 %), so that only the
+# guard can fail a step.
+GUARD_ALONE = ["--error-ratio-floor", "100"]
 WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "wasmplugin.yaml"
 
 
@@ -28,7 +36,7 @@ WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "wasmplugin
 def shared_rig():
     if not CLI.exists():
         pytest.fail(f"missing {CLI}: run the tests with `make test`")
-    rig = Rig()
+    rig = Rig(concurrency=2)  # the guard merges its two workers' counts
     yield rig
     rig.close()
 
@@ -80,6 +88,24 @@ def alerts_text(alerts: list[dict]) -> str:
     return ", ".join(described) or "none"
 
 
+def guard_text(guard: dict | None, window_seconds: float) -> str:
+    """What `status` says of a route's guard, from its JSON."""
+    if guard is None:
+        return "none on this route"
+    for series in guard["series"]:
+        assert set(series) == {"gateway", "tripped"}
+    tripped = [",".join(f'{k}="{v}"' for k, v in s["gateway"].items()) for s in guard["series"] if s["tripped"]]
+    count = len(guard["series"])
+    if not count:
+        said = "no canary_split_guard_tripped series"
+    elif tripped:
+        said = f"tripped on {len(tripped)} of {count} gateway series ({'; '.join(tripped)})"
+    else:
+        said = f"not tripped on {count} gateway series"
+    trips = round(guard["trips"])
+    return f"{said}; {trips} trip{'' if trips == 1 else 's'} in the last {window_seconds:g}s"
+
+
 def assert_json_says_what_the_text_says(rig, *args: str) -> dict:
     """`status --output json` has the README's shape, every key and no other, and the facts of the
     text run just before it (figures compared without their digits: traffic goes on between the two)."""
@@ -92,12 +118,13 @@ def assert_json_says_what_the_text_says(rig, *args: str) -> dict:
     assert header == (f"{status['prometheus']}, over the last {status['window_seconds']:g}s ({status['preset']} "
                       f"preset), config {status['config']}")
     (route,) = status["routes"]
-    assert set(route) == {"host", "configured_weight", "reported_weights", "requests", "releases", "alerts"}
+    assert set(route) == {"host", "configured_weight", "reported_weights", "guard", "requests", "releases", "alerts"}
     shown = fields(text.stdout, route["host"])
     assert shown["configured weight"] == percent(route["configured_weight"])
     weights = sorted({percent(w) for w in route["reported_weights"]})
     assert shown["filter reports"].startswith(f"{', '.join(weights)} ")
     assert f" {len(route['reported_weights'])} gateway series" in shown["filter reports"]
+    assert masked(shown["guard"]) == masked(guard_text(route["guard"], status["window_seconds"]))
     by_release: dict[str, list[str]] = {}
     for count in route["requests"]:
         assert set(count) == {"release", "reason", "requests"}
@@ -284,3 +311,94 @@ def test_kubectl_run_patches_the_wasmplugin_at_each_step(rig, tmp_path):
         for weight in (10, 100)
     ]
 
+
+
+def test_a_tripped_guard_fails_the_step_and_the_rollout_rolls_back_citing_it(rig):
+    rig.reset(guard=GUARD)
+    rig.prometheus.wait_for_series(f'canary_split_guard_tripped{{host="{PUBLIC}"}}')
+    canary = rig.upstreams["canary"]
+    watcher = WeightWatcher(rig.ecds_path, {25: lambda: setattr(canary, "failure_rate", 0.2)})
+    traffic = rig.start_traffic()
+    # Steps long enough for the guard to trip within the second one: at 25 % about 27 unpinned
+    # canary requests a second, the guard's tick every 500 ms, a scrape every second.
+    result = rig.rollout("--steps", STEPS, "--interval", "8s", "--poll", "500ms", "--min-requests", "20",
+                         "--latency-floor", "100ms", *GUARD_ALONE)
+    watcher.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"the filter's guard on {PUBLIC}: a trip on any gateway series (not tripped on 1 gateway series) "
+            "fails the step at once") in result.stdout, result.stdout
+    assert "step 1/4 at 10 %: pass" in result.stdout
+    assert watcher.weights() == [0, 10, 25, 0], result.stdout
+    (at_25, _), (at_0, _) = watcher.seen[2:]
+    assert at_0 - at_25 < 8, result.stdout  # within the step, not at its end
+    assert re.fullmatch(r"rolled back to canary_weight 0: step 2/4 at 25 %: the filter's guard tripped on 1 of 1 "
+                        r'gateway series \(instance="127\.0\.0\.1:\d+",job="[^"]+"\): it took the canary out of the split',
+                        result.stderr.strip()), result.stderr
+
+    time.sleep(1.0)
+    after = traffic.since(at_0 + 0.2)
+    assert requests_to(after, "canary", pinned=True) > 5  # testers still reach the canary
+    assert requests_to(after, "canary", pinned=False) == 0
+    # Between the trip and the rollback the filter itself sent the canary's users to primary.
+    guarded = rig.prometheus.query(f'canary_split_requests_total{{host="{PUBLIC}", reason="guard"}}')
+    assert [s["metric"]["split_release"] for s in guarded] == ["primary"]
+    assert float(guarded[0]["value"][1]) > 0
+
+    # The rollback changed the route, which ends the trip; the trip is still counted.
+    text = wait_for_status(rig, "not tripped", "--window", "30s", "--min-requests", "20")
+    # Trips are counted by Prometheus's increase(), extrapolated over the window: at least one.
+    assert re.fullmatch(r"not tripped on 1 gateway series; [1-9]\d* trips? in the last 30s", fields(text, PUBLIC)["guard"]), text
+    as_json = assert_json_says_what_the_text_says(rig, "--window", "30s", "--min-requests", "20")
+    (route,) = as_json["routes"]
+    assert [s["tripped"] for s in route["guard"]["series"]] == [False]
+    assert route["guard"]["trips"] > 0.5
+
+
+def test_status_shows_a_tripped_guard_and_a_rollout_does_not_start_on_it(rig):
+    rig.reset(guard=GUARD)
+    rig.upstreams["canary"].failure_rate = 0.2
+    write_ecds(rig.ecds_path, filter_config(25, GUARD))  # set by hand, no rollout watching
+    traffic = rig.start_traffic()
+    started = time.monotonic()
+    text = wait_for_status(rig, "tripped on 1 of 1", "--window", "10s", "--min-requests", "20", timeout=20)
+    shown = fields(text, PUBLIC)
+    assert re.fullmatch(r'tripped on 1 of 1 gateway series \(instance="127\.0\.0\.1:\d+",job="[^"]+"\); '
+                        r"[1-9]\d* trips? in the last 10s", shown["guard"]), text
+    # Out of the split within seconds: the guard's 10 s window plus 2 s, and a scrape and a poll.
+    assert time.monotonic() - started < 10 + 2 + 3
+    assert re.search(r"primary: .*guard [1-9]\d*", shown["requests by reason"]), text
+    as_json = assert_json_says_what_the_text_says(rig, "--window", "10s", "--min-requests", "20")
+    (route,) = as_json["routes"]
+    assert [s["tripped"] for s in route["guard"]["series"]] == [True]
+
+    time.sleep(1.0)
+    recent = traffic.since(time.monotonic() - 1.0)
+    assert requests_to(recent, "canary", pinned=False) == 0
+    assert requests_to(recent, "canary", pinned=True) > 5
+
+    result = rig.rollout("--steps", "50,100", *JUDGING)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("not started: the filter's guard tripped on 1 of 1 gateway series ("), result.stderr
+    assert result.stderr.strip().endswith(
+        "it took the canary out of the split. Set canary_weight to 0 (which ends the trip) and fix the canary first")
+    assert ecds_weight(rig.ecds_path) == 25  # nothing written
+
+    # The shipped CanarySplitGuardTripped fires on the filter's gauge as Prometheus scrapes it.
+    text = wait_for_status(rig, "CanarySplitGuardTripped (firing", "--window", "10s", "--min-requests", "20")
+    assert "CanarySplitGuardTripped (firing since " in fields(text, PUBLIC)["alerts"], text
+    # As `not started` advises: canary_weight 0 changes the route, which ends the trip and the alert.
+    write_ecds(rig.ecds_path, filter_config(0, GUARD))
+    text = wait_for_status(rig, "not tripped", "--window", "10s", "--min-requests", "20")
+    shown = fields(text, PUBLIC)
+    assert shown["guard"].startswith("not tripped on 1 gateway series; "), text
+    rig.prometheus.wait_for(lambda: not [a for a in rig.prometheus.alerts()
+                                         if a["labels"]["alertname"] == "CanarySplitGuardTripped"],
+                            what="CanarySplitGuardTripped still firing after the rollback")
+
+
+def test_an_unguarded_route_says_so(rig):
+    result = rig.status("--window", "5s")
+    assert result.returncode == 0, result.stderr
+    assert fields(result.stdout, PUBLIC)["guard"] == "none on this route"
+    (route,) = json.loads(rig.status("--window", "5s", "--output", "json").stdout)["routes"]
+    assert route["guard"] is None

@@ -85,7 +85,16 @@ struct Checked {
     routes: Option<usize>,
     /// For a config with token pins: the variable their keys come from, and whether it was set here.
     pin_keys: Option<PinKeys>,
+    /// The routes with a guard, and what it does.
+    guards: Vec<RouteGuard>,
     findings: Vec<RouteFinding>,
+}
+
+#[derive(Serialize)]
+struct RouteGuard {
+    route: usize,
+    host: String,
+    guard: String,
 }
 
 #[derive(Serialize)]
@@ -138,6 +147,18 @@ fn check_all(paths: &[String]) -> Result<Report, String> {
                     error: None,
                     routes: Some(config.routes.len()),
                     pin_keys,
+                    guards: config
+                        .routes
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(route, r)| {
+                            r.guard.as_ref().map(|guard| RouteGuard {
+                                route,
+                                host: r.host.clone(),
+                                guard: guard.to_string(),
+                            })
+                        })
+                        .collect(),
                     findings,
                 }
             }
@@ -146,6 +167,7 @@ fn check_all(paths: &[String]) -> Result<Report, String> {
                 error: Some(error),
                 routes: None,
                 pin_keys: None,
+                guards: Vec::new(),
                 findings: Vec::new(),
             },
         })
@@ -172,6 +194,13 @@ fn text(report: &Report) -> String {
                 writeln!(text, "; token pins' keys not checked ({env} is not set here)")
             }
         };
+        for guard in &checked.guards {
+            let _ = writeln!(
+                text,
+                "{label}: routes[{}] ({}): guard {}",
+                guard.route, guard.host, guard.guard
+            );
+        }
         for finding in &checked.findings {
             let _ = writeln!(text, "{label}: routes[{}]: {}", finding.route, finding.message);
         }

@@ -154,6 +154,9 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
     let weight = f64::from(route.canary_basis_points) / 100.0;
     let decision = decide(route, request, || 0);
     let mut out = format!("host {host}: route {} (canary_weight {weight})\n", route.host);
+    if let Some(guard) = &route.guard {
+        let _ = writeln!(out, "guard: {guard}");
+    }
     for rejected in &decision.rejected_tokens {
         if let Some(pin) = route.pins.get(rejected.rule) {
             let _ = writeln!(
