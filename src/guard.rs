@@ -298,9 +298,7 @@ pub fn latency_bucket(milliseconds: u64) -> usize {
 /// lifetime, so the `Debug` form (every field, floats exact) is stable enough.
 pub fn route_fingerprint(route: &Route) -> u64 {
     let digest = Sha256::digest(format!("{route:?}").as_bytes());
-    let mut first = [0; 8];
-    first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
-    u64::from_le_bytes(first)
+    digest.first_chunk::<8>().map_or(0, |first| u64::from_le_bytes(*first))
 }
 
 /// One release's counts.
