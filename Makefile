@@ -10,7 +10,9 @@ TOOLS := $(CURDIR)/.tools
 # cargo's module exports every callback of the SDK; the module Envoy loads is post-linked from it.
 CARGO_MODULE := target/wasm32-wasip1/release/canary_split.wasm
 MODULE := target/canary_split.wasm
-MODULE_BUDGET_BYTES := 262144
+# 288 KiB: 256 KiB held until the guard (response path, shared data, the trip rule) and sticky
+# cookies came in at 270 KB together; the budget is there to catch growth nobody chose.
+MODULE_BUDGET_BYTES := 294912
 IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # The test runner must match the wasm-bindgen version in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
