@@ -13,8 +13,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
-use crate::config::{Config, FORWARDED_HOST_HEADER};
-use crate::decision::{decide, RequestView};
+use crate::config::{Config, Route, Variant, FORWARDED_HOST_HEADER};
+use crate::decision::{admit_to_release, decide, RequestView};
 use crate::metrics::{self, Stats};
 use crate::sticky_hash::BUCKETS;
 
@@ -107,12 +107,13 @@ struct Stream {
 impl Context for Stream {}
 
 impl HttpContext for Stream {
-    /// Always lets the request continue: the filter only rewrites headers.
+    /// Lets the request continue with its headers rewritten, except a request straight to a
+    /// protected release host without a token for it, which gets a 403.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(configured) = &self.configured {
-            self.route_request(configured);
+        match &self.configured {
+            Some(configured) => self.route_request(configured),
+            None => Action::Continue,
         }
-        Action::Continue
     }
 }
 
@@ -121,7 +122,7 @@ impl Stream {
     /// every module on ABI 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is
     /// only needed from ABI 0.2.2 on). The end-to-end tests run a filter that resolves the route
     /// first, and fail if that ever stops being true.
-    fn route_request(&self, Configured { config, stats }: &Configured) {
+    fn route_request(&self, Configured { config, stats }: &Configured) -> Action {
         let request = Request { stream: self };
         #[cfg(feature = "crash-trigger")]
         crash_if_asked(&request);
@@ -140,7 +141,11 @@ impl Stream {
                 self.remove_http_request_header(&config.decision_header);
                 count(stats.spoofed_decision_headers_elsewhere);
             }
-            return;
+            let protected = authority.as_deref().and_then(|a| config.protected_release(a));
+            return match protected {
+                Some(releases) => self.guard_release_host(config, releases, &request),
+                None => Action::Continue,
+            };
         };
         if spoofed {
             count(route_stats.spoofed_decision_headers);
@@ -153,11 +158,47 @@ impl Stream {
             }
         }
         self.set_http_request_header_bytes(&config.decision_header, Some(decision.variant.as_str().as_bytes()));
+        self.remove_token_headers(route);
         if let Some(target_host) = &route.target(decision.variant).host {
             if let Some(original) = &authority {
                 self.set_http_request_header_bytes(FORWARDED_HOST_HEADER, Some(original));
             }
             self.set_http_request_header_bytes(":authority", Some(target_host.as_bytes()));
+        }
+        Action::Continue
+    }
+
+    /// A request sent straight to a protected release host passes only with a token that
+    /// verifies for that release (of a route the host serves); any other gets a 403 from here.
+    /// Requests the filter rewrites to a release host are not seen again: Envoy runs the filter
+    /// chain once per request, so they pass.
+    fn guard_release_host(&self, config: &Config, releases: &[(usize, Variant)], request: &Request) -> Action {
+        let admitted = releases.iter().find_map(|&(index, release)| {
+            let route = config.routes.get(index)?;
+            admit_to_release(route, release, request).ok().map(|_| route)
+        });
+        match admitted {
+            Some(route) => {
+                self.remove_token_headers(route);
+                Action::Continue
+            }
+            None => {
+                self.send_http_response(
+                    403,
+                    vec![("content-type", "text/plain")],
+                    Some(b"a release host needs a valid pin token for that release\n"),
+                );
+                Action::Pause
+            }
+        }
+    }
+
+    /// Token headers are for the gateway: the release's backend never sees them, so it cannot log
+    /// or forward a token. (A token in a cookie stays: rewriting `Cookie` would touch the
+    /// client's other cookies.)
+    fn remove_token_headers(&self, route: &Route) {
+        for name in route.token_headers() {
+            self.remove_http_request_header(name);
         }
     }
 }

@@ -60,7 +60,7 @@ INVALID_CONFIGS = [
     (json.dumps({"routes": [{**ROUTE, "canary_weight": 12.345}]}),
      "routes[0].canary_weight: 12.345 is finer than the resolution of 0.01 (one basis point)"),
     (json.dumps({"routes": [{**ROUTE, "weight": 5}]}),
-     "routes[0].weight: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt)"),
+     "routes[0].weight: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, release_hosts)"),
     (json.dumps({"routes": [ROUTE, {**ROUTE, "host": "Shop.Example.com"}]}),
      "routes[1].host: \"shop.example.com\" is already the host of routes[0]"),
     (json.dumps({"routes": [{k: v for k, v in ROUTE.items() if k != "canary"}]}), "routes[0].canary: missing"),
