@@ -212,6 +212,19 @@ routes:
     }
 
     #[test]
+    fn weights_quoted_in_strings_are_no_candidates() {
+        let text = "note: 'ramp with canary_weight: 5'\nroutes:\n- {host: a, canary_weight: 5}\n";
+        let edited = edit(text, "/0/routes/0/canary_weight", "9").unwrap();
+        assert_eq!(
+            changed_lines(text, &edited),
+            [(
+                "- {host: a, canary_weight: 5}".to_owned(),
+                "- {host: a, canary_weight: 9}".to_owned()
+            )]
+        );
+    }
+
+    #[test]
     fn two_thousand_routes_are_edited_in_linear_time() {
         let mut text = String::from("routes:\n");
         for n in 0..2_000 {
