@@ -3,7 +3,8 @@ straight to `shop-canary.example.com` (or primary's host) passes only with a pin
 verifies for that release, and gets the filter's 403 otherwise; the public host keeps working,
 including the requests the filter itself rewrites to a release host. Token headers never reach a
 release's backend, tokens valid for longer than `max_token_ttl_seconds` do not count, and a
-repeated decision header is replaced on a split host and removed on any other."""
+repeated decision header is replaced on a split host and removed on any other. The protection lives
+in the filter: under FAIL_OPEN a crashed VM leaves the release hosts open, under FAIL_CLOSED shut."""
 
 import json
 import time
@@ -13,6 +14,7 @@ import pytest
 from harness import DECISION_HEADER, Envoy, bootstrap, catch_all_route, split_routes, wasm_failures
 from pin_token import encode_keys, mint, new_key
 from test_pin_tokens import rejected_tokens
+from test_vm_crash import CRASH_HEADER, crash_module  # noqa: F401 (a fixture)
 
 KEYS_ENV = "CANARY_SPLIT_PIN_KEYS"
 KEY, KEY_UNKNOWN = new_key(b"release hosts"), new_key(b"unknown")
@@ -32,13 +34,17 @@ CONFIG = {
 }
 
 
+def protected_gateway(upstreams, **bootstrap_options) -> Envoy:
+    hosts = [h for r in CONFIG["routes"] for h in split_routes(r["host"], r["primary"]["host"], r["canary"]["host"])]
+    config = bootstrap(json.dumps(CONFIG), upstreams, hosts + [catch_all_route()],
+                       vm_environment={"host_env_keys": [KEYS_ENV]}, **bootstrap_options)
+    return Envoy(config, env={KEYS_ENV: encode_keys(KEY)})
+
+
 @pytest.fixture
 def client(upstreams, gateways, monkeypatch):
     monkeypatch.delenv(KEYS_ENV, raising=False)
-    hosts = [h for r in CONFIG["routes"] for h in split_routes(r["host"], r["primary"]["host"], r["canary"]["host"])]
-    config = bootstrap(json.dumps(CONFIG), upstreams, hosts + [catch_all_route()],
-                       vm_environment={"host_env_keys": [KEYS_ENV]})
-    return gateways(Envoy(config, env={KEYS_ENV: encode_keys(KEY)}))
+    return gateways(protected_gateway(upstreams))
 
 
 def token(release: str, ttl: int = 3600, key: bytes = KEY, host: str = SHOP) -> str:
@@ -109,3 +115,14 @@ def test_a_repeated_decision_header_is_replaced_on_a_split_host_and_removed_else
         response = client.get("elsewhere.example.com", spoofed)
         assert response.upstream == "other"
         assert DECISION_HEADER not in response.headers
+
+
+@pytest.mark.parametrize("policy, after_a_crash", [("FAIL_OPEN", (200, "canary")), ("FAIL_CLOSED", (503, None))])
+def test_a_crashed_vm_leaves_release_hosts_as_its_failure_policy_says(upstreams, gateways, monkeypatch, crash_module,
+                                                                      policy, after_a_crash):
+    monkeypatch.delenv(KEYS_ENV, raising=False)
+    client = gateways(protected_gateway(upstreams, module=crash_module, failure_policy=policy))
+    assert refused(client.get(CANARY_HOST))
+    assert client.get(SHOP, [CRASH_HEADER]).status == 503
+    response = client.get(CANARY_HOST)
+    assert (response.status, response.upstream) == after_a_crash
