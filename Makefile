@@ -43,7 +43,12 @@ demo-rollout: build cli $(VENV)/.installed system-tools
 ## run of every benchmark configuration so the suite cannot rot, and 30 s of the soak
 test: lint test-rust test-wasm test-python bench-smoke soak-smoke
 
+## lint: formatting, clippy (natively and for the module), and no build output tracked by git
 lint: rust-targets
+	@tracked=$$(git ls-files | grep -E '(^|/)target/'); \
+	if [ -n "$$tracked" ]; then \
+		echo "build outputs are tracked by git (git rm -r --cached them; target/ is ignored):"; \
+		echo "$$tracked" | head -5; exit 1; fi
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p canary-split --lib --target wasm32-wasip1 -- -D warnings
@@ -73,12 +78,14 @@ setup: rust-targets $(VENV)/.installed $(WASM_TEST_RUNNER) system-tools
 # Debian packages the tests and benchmarks use (root, as on the project's machines); promtool, which
 # runs the alerts' unit tests, comes with prometheus, whose server the end-to-end tests run (its
 # recommended node exporter is not needed);
-# openssl makes the benchmark gateway's throwaway TLS certificate.
-SYSTEM_TOOLS := skopeo wrk h2load promtool prometheus openssl
+# openssl makes the benchmark gateway's throwaway TLS certificate; kubectl (Debian's kubernetes-client)
+# renders the Kustomizations.
+SYSTEM_TOOLS := skopeo wrk h2load promtool prometheus openssl kubectl
 system-tools:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
-		apt-get install -y -qq --no-install-recommends skopeo wrk nghttp2-client prometheus openssl; fi
+		apt-get install -y -qq --no-install-recommends skopeo wrk nghttp2-client prometheus openssl \
+		$$(command -v kubectl >/dev/null || echo kubernetes-client); fi
 
 # wasm-metadce and wasm-opt, for the post-link pass.
 binaryen:

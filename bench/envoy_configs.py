@@ -1,12 +1,16 @@
 """Envoy bootstraps for the benchmark: the upstream (a separate Envoy answering with
 `direct_response`) and one gateway per configuration compared, in two shapes:
 
-- bare: plain-text listener, only the split host's routes, a CORS filter ahead of the one under
-  test (as in an Istio gateway, so the route is resolved before the decision and must be
-  selected again) and the router;
+- bare: plain-text listener, only the split host's routes, the filter under test, a CORS filter
+  and the router;
 - realistic: shaped like an Istio ingress gateway: TLS termination (ALPN h2 and HTTP/1.1), request
-  ids, an access log to a file, CORS and fault filters ahead of the one under test, Istio's
-  route defaults (retry policy, no timeout), and a few hundred other virtual hosts.
+  ids, an access log to a file, the filter under test, fault and CORS filters, Istio's route
+  defaults (retry policy, no timeout), and a few hundred other virtual hosts.
+
+Filters are in an Istio gateway's order: AUTHN plugins, then fault and CORS, then the router
+(pilot/pkg/networking/core/listener_builder.go). Envoy's connection manager resolves the route
+before the first filter runs, so in either shape the route is resolved before the decision and
+must be selected again.
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ def _clusters(upstream_port: int) -> list[dict]:
 
 def gateway(virtual_hosts: list[dict], filters: list[dict], upstream_port: int) -> dict:
     """The bare gateway: only what the comparison needs."""
-    return _bootstrap(_listener(virtual_hosts, [CORS] + filters, "gateway"), _clusters(upstream_port))
+    return _bootstrap(_listener(virtual_hosts, filters + [CORS], "gateway"), _clusters(upstream_port))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,9 +189,8 @@ def _as_istio_renders(route: dict) -> dict:
             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
             "host_selection_retry_max_attempts": "5",
-            "retriable_status_codes": [503],
         },
-        "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"},
+        "max_grpc_timeout": "0s",
     }}
 
 
@@ -203,7 +206,7 @@ def _other_virtual_hosts() -> list[dict]:
 def realistic_gateway(split_virtual_hosts: list[dict], filters: list[dict], upstream_port: int,
                       certificate: pathlib.Path, private_key: pathlib.Path, access_log: pathlib.Path) -> dict:
     """`split_virtual_hosts`: the split host's virtual hosts (one of the route tables above),
-    placed among the other hosts; `filters` run after CORS and fault."""
+    placed among the other hosts; `filters` run before fault and CORS, as AUTHN plugins do."""
     others = _other_virtual_hosts()
     middle = len(others) // 2
     virtual_hosts = [{**host, "routes": [_as_istio_renders(r) for r in host["routes"]]}
@@ -229,5 +232,5 @@ def realistic_gateway(split_virtual_hosts: list[dict], filters: list[dict], upst
                                   "private_key": {"filename": str(private_key)}}],
         },
     }}
-    listener = _listener(virtual_hosts, [CORS, FAULT] + filters, "gateway", connection_manager, tls)
+    listener = _listener(virtual_hosts, filters + [FAULT, CORS], "gateway", connection_manager, tls)
     return _bootstrap(listener, _clusters(upstream_port))

@@ -2,8 +2,8 @@
 """canary-split benchmark suite (issues 5 and 9): real Envoy gateways, one per configuration,
 under the same load, alternated over several rounds, in two shapes (bench/envoy_configs.py):
 
-- realistic: shaped like an Istio ingress gateway (TLS, request ids, access log, CORS and fault
-  filters, 300 other hosts): what share of such a gateway's CPU per request the split costs;
+- realistic: shaped like an Istio ingress gateway (TLS, request ids, access log, fault and CORS
+  filters after the one under test, 300 other hosts): what share of such a gateway's CPU per request the split costs;
 - bare: only the split host, plain text, next to probe modules on the proxy-wasm SDK (a no-op;
   canary-split's host calls without its logic): where canary-split's cost goes, and how much of
   it is its own code.
@@ -679,12 +679,13 @@ def full_report(setups, protocols, figures, starts, native, module: pathlib.Path
              "## Realistic gateway", "",
              "Shaped like an Istio ingress gateway: TLS termination (self-signed ECDSA P-256 certificate, ALPN h2 and "
              "HTTP/1.1; wrk speaks HTTP/1.1 over TLS, h2load h2), keep-alive clients, request-id generation, a file "
-             "access log with the fields of Istio's default format, CORS and fault filters ahead of the one under test, "
+             "access log with the fields of Istio's default format, fault and CORS filters after the one under test "
+             "(Istio's order), "
              f"Istio's route defaults (retry policy, no timeout), and {ec.OTHER_HOSTS} other virtual hosts with 3 "
              "routes each besides the split host's. The upstream is plain HTTP/1.1 (no mTLS to a sidecar).", ""]
     lines += load_table([s for s in setups if s.shape == REALISTIC], protocols, figures)
     lines += ["", "## Bare gateway", "",
-              "Plain text, only the split host's routes, a CORS filter ahead. Probes are small modules on the "
+              "Plain text, only the split host's routes, a CORS filter after the one under test. Probes are small modules on the "
               "proxy-wasm Rust SDK 0.2.5 (bench/sdk-noop-filter, bench/sdk-host-calls-filter): the SDK's empty "
               "filter; one that reads the request's header map once; and one that also makes the header changes "
               "of canary-split's header mode (decision header) or authority mode (decision header, "

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from rollout_rig import CLI, ENVOY_PRESET, Rig, WeightWatcher, requests_to  # noqa: E402
 
 STEPS = ["--steps", "10,25,50,100", "--interval", "5s", "--poll", "1s", "--min-requests", "30",
-         # Loopback answers take about a millisecond, where one slow scheduling swings a p95.
+         # Loopback answers take about a millisecond, where one slow scheduling swings the mean.
          "--latency-floor", "100ms"]
 
 

@@ -49,7 +49,14 @@ const FRAMING_HEADERS: &[&str] = &[
 
 /// The fields each object of the config may have, in the order the types declare them;
 /// `filter-config/schema.json` must list the same (tests compare both with what serde accepts).
-pub const CONFIG_FIELDS: &[&str] = &["decision_header", "pin_keys_env", "max_token_ttl_seconds", "routes"];
+pub const CONFIG_FIELDS: &[&str] = &[
+    "decision_header",
+    "decision_values",
+    "pin_keys_env",
+    "max_token_ttl_seconds",
+    "routes",
+];
+pub const DECISION_VALUES_FIELDS: &[&str] = &["primary", "canary"];
 pub const ROUTE_FIELDS: &[&str] = &[
     "host",
     "primary",
@@ -122,6 +129,33 @@ impl PinRule {
     pub fn source(&self) -> &KeySource {
         match self {
             PinRule::Value { source, .. } | PinRule::Token { source } => source,
+        }
+    }
+}
+
+/// What the filter writes into the decision header for each release. Header mode's VirtualService
+/// matches the canary's value: one clients cannot guess keeps the canary out of reach of a client
+/// that sets the header itself while the filter is bypassed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionValues {
+    pub primary: String,
+    pub canary: String,
+}
+
+impl Default for DecisionValues {
+    fn default() -> Self {
+        DecisionValues {
+            primary: Variant::Primary.as_str().to_owned(),
+            canary: Variant::Canary.as_str().to_owned(),
+        }
+    }
+}
+
+impl DecisionValues {
+    pub fn of(&self, variant: Variant) -> &str {
+        match variant {
+            Variant::Primary => &self.primary,
+            Variant::Canary => &self.canary,
         }
     }
 }
@@ -231,6 +265,8 @@ fn cookie_names(pins: &[PinRule], sticky: Option<&KeySource>) -> Vec<String> {
 pub struct Config {
     /// Lower-cased name of the header that carries the decision.
     pub decision_header: String,
+    /// The decision header's value for each release.
+    pub decision_values: DecisionValues,
     /// The environment variable token pins take their keys from.
     pub pin_keys_env: String,
     pub routes: Vec<Route>,
@@ -316,6 +352,7 @@ impl Config {
         let protected_release_hosts = protected_release_hosts(&routes, &route_by_host)?;
         Ok(Config {
             decision_header,
+            decision_values: fields.decision_values.unwrap_or_default(),
             pin_keys_env: fields
                 .pin_keys_env
                 .map_or_else(|| DEFAULT_PIN_KEYS_ENV.to_owned(), |EnvVarName(name)| name),
@@ -580,9 +617,57 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Array<T> {
 #[serde(deny_unknown_fields)]
 struct ConfigFields {
     decision_header: Option<DecisionHeader>,
+    decision_values: Option<DecisionValues>,
     pin_keys_env: Option<EnvVarName>,
     max_token_ttl_seconds: Option<MaxTokenTtl>,
     routes: Array<Route>,
+}
+
+impl<'de> Deserialize<'de> for DecisionValues {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let Object(fields) = Object::<DecisionValuesFields>::deserialize(deserializer)?;
+        let defaults = DecisionValues::default();
+        let values = DecisionValues {
+            primary: fields.primary.map_or(defaults.primary, |DecisionValue(value)| value),
+            canary: fields.canary.map_or(defaults.canary, |DecisionValue(value)| value),
+        };
+        if values.primary == values.canary {
+            return Err(de::Error::custom(format!(
+                "{:?} is the value of both releases (the header must tell them apart)",
+                values.canary
+            )));
+        }
+        Ok(values)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionValuesFields {
+    primary: Option<DecisionValue>,
+    canary: Option<DecisionValue>,
+}
+
+/// A value the decision header may carry: visible ASCII without spaces, so a VirtualService's
+/// `exact` match and Envoy's header map hold it byte for byte.
+#[derive(Deserialize)]
+#[serde(try_from = "NonEmpty")]
+struct DecisionValue(String);
+
+/// Long enough for a random value of 256 bits in any text encoding.
+const MAX_DECISION_VALUE_LEN: usize = 128;
+
+impl TryFrom<NonEmpty> for DecisionValue {
+    type Error = String;
+
+    fn try_from(NonEmpty(value): NonEmpty) -> Result<Self, String> {
+        if value.len() > MAX_DECISION_VALUE_LEN || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{value:?} is not a valid decision value (1 to {MAX_DECISION_VALUE_LEN} visible ASCII characters, no spaces)"
+            ));
+        }
+        Ok(DecisionValue(value))
+    }
 }
 
 #[derive(Deserialize)]
@@ -1105,6 +1190,10 @@ mod tests {
         };
         let cases = [
             (r#"{"routes": [], "zz": 1}"#.to_owned(), CONFIG_FIELDS),
+            (
+                r#"{"routes": [], "decision_values": {"zz": 1}}"#.to_owned(),
+                DECISION_VALUES_FIELDS,
+            ),
             (route_with(r#""zz": 1"#), ROUTE_FIELDS),
             (
                 route_with("").replace(r#""canary": {}"#, r#""canary": {"zz": 1}"#),
@@ -1257,6 +1346,8 @@ mod tests {
             "pin": [{"header": "X-Canary", "value": "Always", "to": "canary"}]}]}"#;
         let config = Config::from_json(json.as_bytes()).expect("valid");
         assert_eq!(config.decision_header, DEFAULT_DECISION_HEADER);
+        assert_eq!(config.decision_values.of(Variant::Primary), "primary");
+        assert_eq!(config.decision_values.of(Variant::Canary), "canary");
         let route = config.routes.first().expect("one route");
         assert_eq!(route.host, "shop.example.com");
         assert_eq!(route.canary.host.as_deref(), Some("canary.svc:8080"));
@@ -1270,6 +1361,23 @@ mod tests {
                 value: b"Always".to_vec(), // values match exactly, case included
                 to: Variant::Canary
             }]
+        );
+    }
+
+    #[test]
+    fn decision_values_are_kept_as_written() {
+        let config =
+            Config::from_json(br#"{"routes": [], "decision_values": {"canary": "Canary-7f3a~9"}}"#).expect("valid");
+        assert_eq!(config.decision_values.of(Variant::Canary), "Canary-7f3a~9");
+        assert_eq!(config.decision_values.of(Variant::Primary), "primary");
+        let config = Config::from_json(br#"{"routes": [], "decision_values": {"primary": "p1", "canary": null}}"#)
+            .expect("valid");
+        assert_eq!(
+            config.decision_values,
+            DecisionValues {
+                primary: "p1".into(),
+                canary: "canary".into()
+            }
         );
     }
 
@@ -1335,6 +1443,7 @@ mod tests {
         fn key() -> impl Strategy<Value = String> {
             let known = [
                 CONFIG_FIELDS,
+                DECISION_VALUES_FIELDS,
                 ROUTE_FIELDS,
                 TARGET_FIELDS,
                 PIN_RULE_FIELDS,
@@ -1492,7 +1601,16 @@ mod tests {
             ("[]".into(), "config: expected an object, found an array"),
             ("{}".into(), "routes: missing"),
             (r#"{"routes": {}}"#.into(), "routes: expected an array, found an object"),
-            (r#"{"routes": [], "decision_heder": "x"}"#.into(), "decision_heder: unknown field (expected one of: decision_header, pin_keys_env, max_token_ttl_seconds, routes)"),
+            (r#"{"routes": [], "decision_heder": "x"}"#.into(), "decision_heder: unknown field (expected one of: decision_header, decision_values, pin_keys_env, max_token_ttl_seconds, routes)"),
+            (r#"{"routes": [], "decision_values": {"canary": "a b"}}"#.into(), "decision_values.canary: \"a b\" is not a valid decision value (1 to 128 visible ASCII characters, no spaces)"),
+            (r#"{"routes": [], "decision_values": {"primary": "caf\u00e9"}}"#.into(), "decision_values.primary: \"café\" is not a valid decision value (1 to 128 visible ASCII characters, no spaces)"),
+            (format!(r#"{{"routes": [], "decision_values": {{"canary": "{}"}}}}"#, "x".repeat(129)), "decision_values.canary: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\" is not a valid decision value (1 to 128 visible ASCII characters, no spaces)"),
+            (r#"{"routes": [], "decision_values": {"canary": ""}}"#.into(), "decision_values.canary: must not be empty"),
+            (r#"{"routes": [], "decision_values": {"canary": 7}}"#.into(), "decision_values.canary: expected a string, found the number 7"),
+            (r#"{"routes": [], "decision_values": {"canary": "primary"}}"#.into(), "decision_values: \"primary\" is the value of both releases (the header must tell them apart)"),
+            (r#"{"routes": [], "decision_values": {"primary": "x", "canary": "x"}}"#.into(), "decision_values: \"x\" is the value of both releases (the header must tell them apart)"),
+            (r#"{"routes": [], "decision_values": ["x"]}"#.into(), "decision_values: expected an object, found an array"),
+            (r#"{"routes": [], "decision_values": {"canary": "x", "staging": "y"}}"#.into(), "decision_values.staging: unknown field (expected one of: primary, canary)"),
             (r#"{"routes": [], "pin_keys_env": "1KEYS"}"#.into(), "pin_keys_env: \"1KEYS\" is not a valid environment variable name"),
             (r#"{"routes": [], "pin_keys_env": "PIN-KEYS"}"#.into(), "pin_keys_env: \"PIN-KEYS\" is not a valid environment variable name"),
             (r#"{"routes": [], "pin_keys_env": ""}"#.into(), "pin_keys_env: must not be empty"),

@@ -118,10 +118,11 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
-    /// Envoy selects the route again after this module changes a request header: it does so for
-    /// every module on ABI 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is
-    /// only needed from ABI 0.2.2 on). The end-to-end tests run a filter that resolves the route
-    /// first, and fail if that ever stops being true.
+    /// Envoy's connection manager resolves the route before the first filter runs, and selects it
+    /// again after this module changes a request header: it does so for every module on ABI
+    /// 0.2.1, which the SDK declares (the explicit `clear_route_cache` call is only needed from
+    /// ABI 0.2.2 on). The end-to-end tests route on the filter's changes, and fail if that ever
+    /// stops being true.
     fn route_request(&self, Configured { config, stats }: &Configured) -> Action {
         let request = Request { stream: self };
         #[cfg(feature = "crash-trigger")]
@@ -157,7 +158,8 @@ impl Stream {
                 count(counter);
             }
         }
-        self.set_http_request_header_bytes(&config.decision_header, Some(decision.variant.as_str().as_bytes()));
+        let value = config.decision_values.of(decision.variant);
+        self.set_http_request_header_bytes(&config.decision_header, Some(value.as_bytes()));
         self.remove_token_headers(route);
         if let Some(target_host) = &route.target(decision.variant).host {
             if let Some(original) = &authority {

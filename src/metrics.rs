@@ -1,7 +1,7 @@
 //! The filter's Envoy stats: their names, with the labels Prometheus shows encoded in them.
 //!
 //! The proxy-wasm ABI has no tags, so labels go into the stat name as Istio's own stats do:
-//! `host=.=shop.example.com;.;release=.=canary;.;reason=.=sticky;.;canary_split_requests_total`.
+//! `host=.=shop.example.com;.;split_release=.=canary;.;reason=.=sticky;.;canary_split_requests_total`.
 //! Envoy turns each `<tag>=.=<value>;.;` segment into a label through a `stats_tags` regex
 //! `(<tag>=\.=(.*?);\.;)` (Istio: `extraStatTags`), and what is left is the metric's name.
 //! Everything here is prepared when a configuration is loaded; a request only counts.
@@ -23,6 +23,12 @@ pub const PIN_TOKENS_REJECTED: &str = "canary_split_pin_tokens_rejected_total";
 /// main thread's and each worker's).
 pub const CONFIGS_ACCEPTED: &str = "canary_split_configs_accepted_total";
 pub const CONFIGS_REFUSED: &str = "canary_split_configs_refused_total";
+
+// The labels (tags) the stats carry. The release's is `split_release`, not `release`: a scrape
+// that copies pod labels (istioctl's gateway pods have `release: istio`) would rename a clashing one.
+pub const HOST_TAG: &str = "host";
+pub const RELEASE_TAG: &str = "split_release";
+pub const REASON_TAG: &str = "reason";
 
 /// The `host` label of requests to hosts that are not split; never a valid route host.
 pub const OTHER_HOSTS: &str = "*";
@@ -126,7 +132,7 @@ impl<Id: Copy> Stats<Id> {
             let host = route.host.as_str();
             let mut by_reason = |release: Variant| -> Result<ByReason<Id>, E> {
                 let mut counter = |reason: &str| {
-                    let labels = [("host", host), ("release", release.as_str()), ("reason", reason)];
+                    let labels = [(HOST_TAG, host), (RELEASE_TAG, release.as_str()), (REASON_TAG, reason)];
                     define_counter(&stat_name(REQUESTS, &labels))
                 };
                 Ok(ByReason {
@@ -137,15 +143,15 @@ impl<Id: Copy> Stats<Id> {
             };
             let (primary, canary) = (by_reason(Variant::Primary)?, by_reason(Variant::Canary)?);
             set_gauge(
-                &stat_name(CANARY_WEIGHT, &[("host", host)]),
+                &stat_name(CANARY_WEIGHT, &[(HOST_TAG, host)]),
                 u64::from(route.canary_basis_points),
             )?;
-            let spoofed_decision_headers = define_counter(&stat_name(SPOOFED_DECISION_HEADERS, &[("host", host)]))?;
+            let spoofed_decision_headers = define_counter(&stat_name(SPOOFED_DECISION_HEADERS, &[(HOST_TAG, host)]))?;
             let rejected_tokens = if route.has_token_pins() {
                 let [malformed, unknown_version, bad_signature, expired, too_long] = REJECTIONS.map(|reason| {
                     define_counter(&stat_name(
                         PIN_TOKENS_REJECTED,
-                        &[("host", host), ("reason", reason.as_str())],
+                        &[(HOST_TAG, host), (REASON_TAG, reason.as_str())],
                     ))
                 });
                 Some(ByRejection {
@@ -165,7 +171,7 @@ impl<Id: Copy> Stats<Id> {
                 rejected_tokens,
             });
         }
-        let elsewhere = stat_name(SPOOFED_DECISION_HEADERS, &[("host", OTHER_HOSTS)]);
+        let elsewhere = stat_name(SPOOFED_DECISION_HEADERS, &[(HOST_TAG, OTHER_HOSTS)]);
         Ok(Stats {
             routes,
             spoofed_decision_headers_elsewhere: define_counter(&elsewhere)?,
@@ -185,9 +191,13 @@ mod tests {
         assert_eq!(
             stat_name(
                 REQUESTS,
-                &[("host", "a.example.com"), ("release", "canary"), ("reason", "pin")]
+                &[
+                    (HOST_TAG, "a.example.com"),
+                    (RELEASE_TAG, "canary"),
+                    (REASON_TAG, "pin")
+                ]
             ),
-            "host=.=a.example.com;.;release=.=canary;.;reason=.=pin;.;canary_split_requests_total"
+            "host=.=a.example.com;.;split_release=.=canary;.;reason=.=pin;.;canary_split_requests_total"
         );
         assert_eq!(stat_name(CONFIGS_ACCEPTED, &[]), CONFIGS_ACCEPTED);
     }
@@ -216,7 +226,10 @@ mod tests {
         // 2 hosts x (2 releases x 3 reasons + spoofs), plus spoofs elsewhere: all distinct.
         assert_eq!(counters.len(), 15);
         let id = |host: &str, release: &str, reason: &str| {
-            counters[&stat_name(REQUESTS, &[("host", host), ("release", release), ("reason", reason)])]
+            counters[&stat_name(
+                REQUESTS,
+                &[(HOST_TAG, host), (RELEASE_TAG, release), (REASON_TAG, reason)],
+            )]
         };
         let b = &stats.routes[1];
         assert_eq!(
@@ -233,13 +246,13 @@ mod tests {
         );
         assert_eq!(
             stats.spoofed_decision_headers_elsewhere,
-            counters[&stat_name(SPOOFED_DECISION_HEADERS, &[("host", OTHER_HOSTS)])]
+            counters[&stat_name(SPOOFED_DECISION_HEADERS, &[(HOST_TAG, OTHER_HOSTS)])]
         );
         assert_eq!(
             gauges,
             vec![
-                (stat_name(CANARY_WEIGHT, &[("host", "a.example.com")]), 1250),
-                (stat_name(CANARY_WEIGHT, &[("host", "b.example.com")]), 10_000)
+                (stat_name(CANARY_WEIGHT, &[(HOST_TAG, "a.example.com")]), 1250),
+                (stat_name(CANARY_WEIGHT, &[(HOST_TAG, "b.example.com")]), 10_000)
             ]
         );
     }

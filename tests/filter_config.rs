@@ -5,7 +5,8 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::indexing_slicing)]
 
 use canary_split::config::{
-    Config, CONFIG_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS, TARGET_FIELDS, TOKEN_FIELDS,
+    Config, CONFIG_FIELDS, DECISION_VALUES_FIELDS, PIN_RULE_FIELDS, ROUTE_FIELDS, STICKY_FIELDS, TARGET_FIELDS,
+    TOKEN_FIELDS,
 };
 use serde_json::Value;
 
@@ -45,6 +46,10 @@ fn schema_lists_the_fields_the_filter_accepts() {
         names
     };
     assert_eq!(properties(""), sorted(CONFIG_FIELDS));
+    assert_eq!(
+        properties("/properties/decision_values"),
+        sorted(DECISION_VALUES_FIELDS)
+    );
     assert_eq!(properties("/$defs/route"), sorted(ROUTE_FIELDS));
     assert_eq!(properties("/$defs/target"), sorted(TARGET_FIELDS));
     assert_eq!(properties("/$defs/pin_rule"), sorted(PIN_RULE_FIELDS));

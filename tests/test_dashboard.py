@@ -69,7 +69,14 @@ def test_every_metric_it_names_exists():
 def test_it_shows_what_a_rollout_is_judged_on():
     named = {name for query in dashboard_queries() for name in metric_names(query)}
     assert {"canary_split_canary_weight_basis_points", "canary_split_requests_total",
-            "sklearn:gateway_error_ratio:rate5m", "sklearn:gateway_request_duration_ms:p95_5m"} <= named
+            "sklearn:gateway_error_ratio:rate5m", "sklearn:gateway_request_duration_ms:mean5m"} <= named
+
+
+def test_it_lists_every_alert_of_the_rules():
+    alerts = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["spec"]["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    (listed,) = [re.search(r'alertname=~"([^"]*)"', query)[1] for query in dashboard_queries() if "ALERTS" in query]
+    assert set(listed.split("|")) == alerts
 
 
 def test_the_name_extraction_sees_through_promql():

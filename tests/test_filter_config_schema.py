@@ -35,8 +35,9 @@ def test_accepts_weights_in_basis_points(weight):
     {"max_token_ttl_seconds": 86400, "decision_header": "x-te-route", "routes": [
         route(canary={"host": "a-canary.example.com"}, release_hosts="token",
               pin=[{"token": {"header": "x-canary-token"}}])]},
+    {"decision_values": {"primary": "p", "canary": "c-5Hq~2f"}, "routes": []},
 ], ids=lambda c: json.dumps(c)[:60])
-def test_accepts_token_pins_and_a_keys_variable(config):
+def test_accepts_token_pins_a_keys_variable_and_decision_values(config):
     VALIDATOR.validate(config)
 
 
@@ -78,6 +79,10 @@ def test_accepts_token_pins_and_a_keys_variable(config):
     {"max_token_ttl_seconds": 0, "routes": []},
     {"max_token_ttl_seconds": 1.5, "routes": []},
     {"routes": [route(release_hosts="closed")]},
+    {"decision_values": {"canary": "a b"}, "routes": []},
+    {"decision_values": {"canary": ""}, "routes": []},
+    {"decision_values": {"canary": "x" * 129}, "routes": []},
+    {"decision_values": {"beta": "x"}, "routes": []},
 ], ids=lambda c: json.dumps(c)[:60])
 def test_rejects_what_the_filter_rejects(config):
     assert not VALIDATOR.is_valid(config)

@@ -32,9 +32,12 @@ def test_manifests_match_the_upstream_crd_schemas():
     assert crd_schemas.problems(sorted(ISTIO_DIR.glob("*.yaml")), SCHEMAS) == []
 
 
-def test_the_split_gateway_fixture_matches_the_upstream_crd_schema():
-    # The fixture the split-Gateway tests run against must be a Gateway Istio would accept.
-    assert crd_schemas.problems([ROOT / "tests" / "fixtures" / "split-gateway.yaml"], SCHEMAS) == []
+def test_the_fixtures_match_the_upstream_crd_schemas():
+    # The split Gateway and the header-mode VirtualService the tests run against must be ones
+    # Istio would accept.
+    fixtures = [ROOT / "tests" / "fixtures" / "split-gateway.yaml",
+                ROOT / "tests" / "fixtures" / "header-mode" / "virtualservice.yaml"]
+    assert crd_schemas.problems(fixtures, SCHEMAS) == []
 
 
 def edited(file: str, old: str, new: str, tmp_path: pathlib.Path) -> pathlib.Path:
@@ -63,7 +66,7 @@ UNEXPECTED = "Additional properties are not allowed"
     ("alerts.yaml", "  labels:\n    release:", "  lables:\n    release:",
      f"at $.metadata: {UNEXPECTED} ('lables' was unexpected)"),
     ("alerts.yaml", "for: 10m", "for: ten minutes",
-     "at $.spec.groups[0].rules[5].for: 'ten minutes' does not match"),
+     "at $.spec.groups[1].rules[9].for: 'ten minutes' does not match"),
     ("alerts.yaml", "    rules:\n", "    rule:\n",
      f"at $.spec.groups[0]: {UNEXPECTED} ('rule' was unexpected)"),
     ("gateway.yaml", "  namespace: models\n", "  namespace: models\n  name: models\n",
@@ -102,6 +105,8 @@ def test_authority_mode_works_behind_the_shipped_gateway():
                             text=True)
     assert result.returncode == 0, result.stderr
     assert "routes[0]: authority mode: every route table that serves sklearn-predictor-models.example.com" in result.stdout
+    # No public route on the decision header, and the plugin on no redirecting server.
+    assert "warning" not in result.stdout
 
 
 def test_the_check_refuses_a_broken_plugin_config(tmp_path):
@@ -157,12 +162,67 @@ def release_problems(manifests: list[dict]) -> list[str]:
         service = f'{isvc["metadata"]["name"]}-predictor.{isvc["metadata"]["namespace"]}.svc.cluster.local'
         if service not in destinations:
             problems.append(f"{service}: no VirtualService routes to it")
-        if isvc["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode") != "RawDeployment":
-            problems.append(f'{isvc["metadata"]["name"]}: not a RawDeployment')
     if len({tuple(s["spec"]["predictor"]["model"].get("args", [])) for s in services}) != 1:
         problems.append("the releases do not serve the same model name")
     if len({s["spec"]["predictor"]["model"]["storageUri"] for s in services}) != len(services):
         problems.append("two releases share a storageUri")
+    return problems
+
+
+# KServe's names for a raw deployment (pkg/constants/constants.go, v0.16.0 to v0.20.0): "Standard",
+# and "RawDeployment", deprecated since 0.16; the webhook refuses to change the mode once the status
+# has recorded it (validateDeploymentMode, pkg/apis/serving/v1beta1/inference_service_validation.go).
+DEPLOYMENT_MODE = ("serving.kserve.io/deploymentMode", "Standard")
+# The label that keeps KServe from creating an Ingress or HTTPRoute for an InferenceService
+# (RawIngressReconciler.Reconcile and RawHTTPRouteReconciler.Reconcile in
+# pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/, v0.16.0 to v0.20.0 and master).
+VISIBILITY = ("networking.kserve.io/visibility", "cluster-local")
+# KServe's default ingress config (config/configmap/inferenceservice.yaml): the hosts it would route.
+INGRESS_DOMAIN, DOMAIN_TEMPLATE = "example.com", "{name}-{namespace}.{domain}"
+
+
+def kserve_hosts(isvc: dict) -> list[str]:
+    """The hosts KServe's own Ingress for an InferenceService would serve with the default config:
+    the top-level one and the predictor's (generateIngressHost, kube_ingress_reconciler.go)."""
+    name, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
+    return [DOMAIN_TEMPLATE.format(name=n, namespace=namespace, domain=INGRESS_DOMAIN)
+            for n in (name, f"{name}-predictor")]
+
+
+def kserve_problems(manifests: list[dict]) -> list[str]:
+    """Every InferenceService runs in Standard mode and is cluster-local, so that KServe routes
+    none of its hosts past canary-split; and no InferenceService's KServe hosts is the public host
+    (an InferenceService named like its prefix, made public by mistake, would claim it)."""
+    problems = []
+    public = {route["host"] for route in wasm_plugin(manifests)["spec"]["pluginConfig"]["routes"]}
+    for isvc in of_kind(manifests, "InferenceService"):
+        name = isvc["metadata"]["name"]
+        key, mode = DEPLOYMENT_MODE
+        if isvc["metadata"].get("annotations", {}).get(key) != mode:
+            problems.append(f"{name}: annotation {key} is not {mode}")
+        key, visibility = VISIBILITY
+        if isvc["metadata"].get("labels", {}).get(key) != visibility:
+            problems.append(f"{name}: label {key} is not {visibility}: KServe would route "
+                            f"{' and '.join(kserve_hosts(isvc))} itself")
+        problems += [f"{name}: KServe names its host {host}, a public host" for host in kserve_hosts(isvc)
+                     if host in public]
+    return problems
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def first_deploy_problems(manifests: list[dict], readme: str) -> list[str]:
+    """The shipped weight is the one the README's first rollout step deploys with, and it is 0:
+    the canary gets public users only once the rollout raises it."""
+    problems = []
+    said = re.search(r"\*\*Deploy\*\* with `canary_weight: ([0-9.]+)`", readme)
+    for route in wasm_plugin(manifests)["spec"]["pluginConfig"]["routes"]:
+        if route["canary_weight"] != 0:
+            problems.append(f'{route["host"]}: ships canary_weight {route["canary_weight"]}, not 0')
+        if said is None or float(said.group(1)) != route["canary_weight"]:
+            problems.append(f'{route["host"]}: the README\'s deploy step does not say canary_weight '
+                            f'{route["canary_weight"]}')
     return problems
 
 
@@ -174,22 +234,31 @@ def release_services(manifests: list[dict]) -> dict[str, str]:
 
 
 def alert_problems(manifests: list[dict]) -> list[str]:
-    """The alerts tell the releases apart by Istio's destination_service, the host of the release's
-    Service: every exact value is a release's, and a pattern selects every release."""
+    """The alerts tell the releases apart by Istio's destination_service_name and
+    destination_service_namespace, the name and namespace of the release's Service: every exact name
+    is a release's, a pattern selects every release, and the namespace is theirs. The split host
+    they name is one of the WasmPlugin's routes."""
     problems = []
-    releases = release_services(manifests)
+    releases = {service.split(".")[0]: service.split(".")[1] for service in release_services(manifests)}
+    hosts = {route["host"] for route in wasm_plugin(manifests)["spec"]["pluginConfig"]["routes"]}
     for rule in (r for p in of_kind(manifests, "PrometheusRule") for g in p["spec"]["groups"] for r in g["rules"]):
         name = rule.get("alert") or rule["record"]
-        for operator, quoted in re.findall(r'destination_service(=~|=)"((?:[^"\\]|\\.)*)"', rule["expr"]):
+        for operator, quoted in re.findall(r'destination_service_name(=~|=)"((?:[^"\\]|\\.)*)"', rule["expr"]):
             value = quoted.replace("\\\\", "\\")  # a PromQL string's escaped backslash
             if operator == "=" and value not in releases:
-                problems.append(f'{name}: destination_service="{value}" is not a release\'s Service')
+                problems.append(f'{name}: destination_service_name="{value}" is not a release\'s Service')
             if operator == "=~":
-                problems += [f"{name}: destination_service=~{value!r} misses {service}"
+                problems += [f"{name}: destination_service_name=~{value!r} misses {service}"
                              for service in releases if not re.fullmatch(value, service)]
-        label = rule.get("labels", {}).get("destination_service")
+        for namespace in re.findall(r'destination_service_namespace="([^"]*)"', rule["expr"]):
+            if namespace not in releases.values():
+                problems.append(f"{name}: destination_service_namespace {namespace!r} is not the releases' namespace")
+        label = rule.get("labels", {}).get("destination_service_name")
         if label is not None and label not in releases:
-            problems.append(f"{name}: label destination_service {label!r} is not a release's Service")
+            problems.append(f"{name}: label destination_service_name {label!r} is not a release's Service")
+        for host in re.findall(r'host="([^"]*)"', rule["expr"]) + [rule.get("labels", {}).get("host")]:
+            if host is not None and host not in hosts:
+                problems.append(f"{name}: host {host!r} is not a route of the WasmPlugin")
     return problems
 
 
@@ -208,9 +277,26 @@ def release_header_problems(manifests: list[dict]) -> list[str]:
 
 
 @pytest.mark.parametrize("check", [routing_problems, weight_problems, release_problems, alert_problems,
-                                   release_header_problems])
+                                   release_header_problems, kserve_problems])
 def test_shipped_manifests_agree(check):
     assert check(MANIFESTS) == []
+
+
+def test_the_first_deploy_ships_the_weight_the_readme_deploys_with():
+    assert first_deploy_problems(MANIFESTS, README) == []
+
+
+def plugin_route(manifests):
+    return wasm_plugin(manifests)["spec"]["pluginConfig"]["routes"][0]
+
+
+@pytest.mark.parametrize("edit, readme", [
+    (lambda m: plugin_route(m).update(canary_weight=10), README),
+    (lambda m: None, README.replace("**Deploy** with `canary_weight: 0`", "**Deploy** with `canary_weight: 10`")),
+    (lambda m: None, README.replace("**Deploy** with `canary_weight: 0`", "**Deploy**")),
+], ids=["ships-10", "readme-says-10", "readme-says-nothing"])
+def test_the_first_deploy_check_catches_its_problem(edit, readme):
+    assert first_deploy_problems(broken(edit), readme) != []
 
 
 def broken(edit) -> list[dict]:
@@ -223,6 +309,12 @@ def alert_named(manifests, name):
     (alert,) = [r for p in of_kind(manifests, "PrometheusRule") for g in p["spec"]["groups"] for r in g["rules"]
                 if r.get("alert") == name]
     return alert
+
+
+def rule_recording(manifests, name):
+    (rule,) = [r for p in of_kind(manifests, "PrometheusRule") for g in p["spec"]["groups"] for r in g["rules"]
+               if r.get("record") == name]
+    return rule
 
 
 def vs_named(manifests, name):
@@ -238,16 +330,29 @@ def vs_named(manifests, name):
     (release_problems, lambda m: of_kind(m, "InferenceService")[1]["spec"]["predictor"]["model"].update(args=[])),
     (release_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(name="sklearn-beta")),
     (alert_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(name="sklearn-beta")),
-    (alert_problems, lambda m: alert_named(m, "CanaryHigherLatency").update(
-        expr=alert_named(m, "CanaryHigherLatency")["expr"].replace(".models.svc", ".default.svc"))),
+    (alert_problems, lambda m: rule_recording(m, "sklearn:gateway_requests_by_code:rate5m").update(
+        expr=rule_recording(m, "sklearn:gateway_requests_by_code:rate5m")["expr"].replace('"models"', '"default"'))),
     (alert_problems, lambda m: alert_named(m, "SklearnCanaryGetsNoTraffic")["labels"].update(
-        destination_service="sklearn-canary-predictor")),
+        destination_service_name="sklearn-canary")),
+    (alert_problems, lambda m: alert_named(m, "SklearnCanaryAlertInputsMissing").update(
+        expr=alert_named(m, "SklearnCanaryAlertInputsMissing")["expr"].replace("sklearn-predictor", "sklearn"))),
     (release_header_problems, lambda m: vs_named(m, "sklearn")["spec"]["http"][0]["headers"]["response"]["set"].update(
-        {"x-release": "primary"})),
+        {"x-release": "canary"})),
     (release_header_problems, lambda m: vs_named(m, "sklearn-canary")["spec"]["http"][0].pop("headers")),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[0]["metadata"]["annotations"].update(
+        {"serving.kserve.io/deploymentMode": "RawDeployment"})),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"]["labels"].pop(
+        "networking.kserve.io/visibility")),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(annotations={
+        **of_kind(m, "InferenceService")[1]["metadata"]["annotations"], "networking.kserve.io/visibility": "cluster-local"},
+        labels={k: v for k, v in of_kind(m, "InferenceService")[1]["metadata"]["labels"].items()
+                if k != "networking.kserve.io/visibility"})),
+    (kserve_problems, lambda m: of_kind(m, "InferenceService")[0]["metadata"].update(name="sklearn")),
 ], ids=["vs-on-other-gateway", "public-vs-missing", "gateway-not-selected", "weighted-route", "model-name-differs",
-        "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-host",
-        "release-header-names-other-release", "release-header-missing"])
+        "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-service",
+        "alert-on-unsplit-host",
+        "release-header-names-other-release", "release-header-missing", "raw-deployment-mode", "not-cluster-local",
+        "visibility-as-annotation", "named-like-the-public-host"])
 def test_each_cross_check_catches_its_problem(check, edit):
     assert check(broken(edit)) != []
 
@@ -259,18 +364,30 @@ def test_kustomization_lists_every_manifest():
 
 
 def test_the_gateway_patch_exposes_the_filters_stats_with_their_labels():
-    """The proxy settings shipped for the gateway keep the filter's stats and extract the same
-    labels the tests' Envoy does, from every stat name the filter defines."""
+    """The proxy settings shipped for the gateway extract the labels the filter defines
+    (src/metrics.rs) and the tests' Envoy extracts, and nothing else is needed for the stats
+    (tests/e2e/test_metrics.py keeps them through Istio's stats matcher)."""
     from harness import STATS_TAGS
 
     patch = yaml.safe_load((ISTIO_DIR / "patches" / "ingressgateway-stats.yaml").read_text())
-    proxy_config = yaml.safe_load(patch["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
-    assert tuple(proxy_config["extraStatTags"]) == STATS_TAGS
-    (inclusion,) = proxy_config["proxyStatsMatcher"]["inclusionRegexps"]
-    # Envoy matches the whole stat name, tags included, behind its custom-stat namespace.
-    stat = "wasmcustom.host=.=a.example.com;.;release=.=canary;.;reason=.=pin;.;canary_split_requests_total"
-    assert re.fullmatch(inclusion, stat)
-    assert not re.fullmatch(inclusion, "cluster.outbound|80||a.example.com.upstream_rq_total")
+    annotations = patch["spec"]["template"]["metadata"]["annotations"]
+    proxy_config = yaml.safe_load(annotations["proxy.istio.io/config"])
+    defined = tuple(re.findall(r'pub const \w+_TAG: &str = "(\w+)";', (ROOT / "src" / "metrics.rs").read_text()))
+    assert tuple(proxy_config["extraStatTags"]) == STATS_TAGS == defined
+    assert set(proxy_config) == {"extraStatTags"}
+
+
+def test_the_gateway_patch_sets_duration_buckets_fine_enough_for_the_latency_rule():
+    """Istio reads the annotation as JSON: stat name prefix -> bucket bounds (istio/istio
+    pkg/bootstrap/config.go). From 3 ms to 10 s no step is over 1.33 times."""
+    patch = yaml.safe_load((ISTIO_DIR / "patches" / "ingressgateway-stats.yaml").read_text())
+    buckets = json.loads(patch["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/statsHistogramBuckets"])
+    (bounds,) = buckets.values()
+    assert list(buckets) == ["istiocustom.istio_request_duration_milliseconds"]
+    assert bounds == sorted(bounds) and bounds[0] == 1 and bounds[-1] >= 60_000
+    within = [b for b in bounds if b <= 10_000]
+    assert within[-1] == 10_000
+    assert max(high / low for low, high in zip(within[2:], within[3:])) <= 1.34
 
 
 def pin_keys_problems(manifests: list[dict], patch: dict) -> list[str]:

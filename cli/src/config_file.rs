@@ -9,6 +9,8 @@ use canary_split::config::{Config, Route};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+use crate::gateway::ListenerMatch;
+
 /// Where in its file a config was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -28,6 +30,10 @@ pub struct FoundConfig {
     pub json: Result<Vec<u8>, String>,
     /// For a WasmPlugin, the workload labels it selects (`spec.selector.matchLabels`).
     pub selector: Option<BTreeMap<String, String>>,
+    /// For a WasmPlugin, the gateway listeners its `spec.match` selects; every one otherwise.
+    pub listeners: ListenerMatch,
+    /// For a WasmPlugin with targetRefs, the Gateway API Gateways it runs on (`namespace/name`).
+    pub targets: Option<Vec<String>>,
 }
 
 impl FoundConfig {
@@ -103,6 +109,8 @@ pub fn parse_configs(path: &str, bytes: Vec<u8>) -> Result<Vec<FoundConfig>, Str
             origin: Origin::Json,
             json: Ok(bytes),
             selector: None,
+            listeners: ListenerMatch::Every,
+            targets: None,
         }]),
     }
 }
@@ -237,6 +245,8 @@ pub fn wasm_plugin_config(path: &str, document: &Value) -> FoundConfig {
         },
         json,
         selector,
+        listeners: ListenerMatch::of_wasm_plugin(document),
+        targets: crate::gateway_api::target_gateways(document),
     }
 }
 
@@ -259,6 +269,8 @@ fn ecds_configs(path: &str, file: &serde_json::Map<String, Value>) -> Result<Vec
                 origin: Origin::Ecds { resource: index },
                 json: Ok(configuration.as_bytes().to_vec()),
                 selector: None,
+                listeners: ListenerMatch::Every,
+                targets: None,
             })
         })
         .collect();

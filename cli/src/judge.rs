@@ -11,8 +11,9 @@ pub struct ReleaseFigures {
     pub requests: f64,
     /// Requests answered with a 5xx.
     pub errors: f64,
-    /// The 95th percentile of request duration; `None` when there is no histogram data.
-    pub p95_ms: Option<f64>,
+    /// The mean request duration (the histogram's sum over its count: exact whatever its
+    /// buckets, where a percentile is only as fine as they are); `None` without requests.
+    pub mean_ms: Option<f64>,
 }
 
 impl ReleaseFigures {
@@ -29,10 +30,10 @@ impl fmt::Display for ReleaseFigures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:.0} requests, {} errors, p95 {}",
+            "{:.0} requests, {} errors, mean {}",
             self.requests,
             percent(self.error_ratio()),
-            self.p95_ms.map_or_else(|| "-".to_owned(), milliseconds)
+            self.mean_ms.map_or_else(|| "-".to_owned(), milliseconds)
         )
     }
 }
@@ -53,7 +54,7 @@ pub struct Criteria {
     /// ...and above this ratio, so that a primary with no errors at all does not turn the canary's
     /// first failure into a rollback.
     pub error_ratio_floor: f64,
-    /// The canary fails when its p95 latency is more than this much above primary's (0.3: 30 %)...
+    /// The canary fails when its mean latency is more than this much above primary's (0.3: 30 %)...
     pub max_latency_increase: f64,
     /// ...and above this many milliseconds.
     pub latency_floor_ms: f64,
@@ -121,21 +122,21 @@ pub fn judge(figures: &Figures, criteria: &Criteria, weight: Weight) -> Verdict 
         ));
     }
 
-    match (baseline, canary.p95_ms, primary.p95_ms) {
-        (Some(_), Some(canary_p95), Some(primary_p95)) => {
-            let limit = (primary_p95 * (1.0 + criteria.max_latency_increase)).max(criteria.latency_floor_ms);
-            if canary_p95 > limit {
+    match (baseline, canary.mean_ms, primary.mean_ms) {
+        (Some(_), Some(canary_mean), Some(primary_mean)) => {
+            let limit = (primary_mean * (1.0 + criteria.max_latency_increase)).max(criteria.latency_floor_ms);
+            if canary_mean > limit {
                 reasons.push(format!(
-                    "canary p95 latency {} is over {:.2} × primary's {} (floor {})",
-                    milliseconds(canary_p95),
+                    "canary mean latency {} is over {:.2} × primary's {} (floor {})",
+                    milliseconds(canary_mean),
                     1.0 + criteria.max_latency_increase,
-                    milliseconds(primary_p95),
+                    milliseconds(primary_mean),
                     milliseconds(criteria.latency_floor_ms)
                 ));
             }
         }
-        (Some(_), canary_p95, _) if reasons.is_empty() => {
-            let missing = if canary_p95.is_none() { "canary" } else { "primary" };
+        (Some(_), canary_mean, _) if reasons.is_empty() => {
+            let missing = if canary_mean.is_none() { "canary" } else { "primary" };
             return Verdict::Hold {
                 reason: format!("no latency figures for {missing}"),
             };
@@ -197,11 +198,11 @@ mod tests {
         Weight::parse("25").unwrap()
     }
 
-    fn release(requests: f64, errors: f64, p95_ms: f64) -> ReleaseFigures {
+    fn release(requests: f64, errors: f64, mean_ms: f64) -> ReleaseFigures {
         ReleaseFigures {
             requests,
             errors,
-            p95_ms: Some(p95_ms),
+            mean_ms: Some(mean_ms),
         }
     }
 
@@ -250,14 +251,29 @@ mod tests {
     }
 
     #[test]
-    fn p95_over_one_point_three_times_primary_fails() {
+    fn mean_latency_over_one_point_three_times_primary_fails() {
         assert!(matches!(
             verdict(release(1000.0, 0.0, 100.0), release(200.0, 0.0, 130.0)),
             Verdict::Pass { .. }
         ));
         assert_eq!(
             reasons(verdict(release(1000.0, 0.0, 100.0), release(200.0, 0.0, 131.0))),
-            ["canary p95 latency 131 ms is over 1.30 × primary's 100 ms (floor 0.00 ms)"]
+            ["canary mean latency 131 ms is over 1.30 × primary's 100 ms (floor 0.00 ms)"]
+        );
+    }
+
+    #[test]
+    fn means_tell_apart_what_envoys_default_buckets_do_not() {
+        // All of primary in (100, 250] ms and of the canary in (250, 500] ms: the buckets' p95s
+        // are 242.5 and 487.5 ms however close the requests are; the means are 240 and 260 ms.
+        assert!(matches!(
+            verdict(release(1000.0, 0.0, 240.0), release(200.0, 0.0, 260.0)),
+            Verdict::Pass { .. }
+        ));
+        // Both in (250, 500] ms, the same p95 of 487.5 ms; the canary 85 % slower on average.
+        assert_eq!(
+            reasons(verdict(release(1000.0, 0.0, 260.0), release(200.0, 0.0, 481.0))),
+            ["canary mean latency 481 ms is over 1.30 × primary's 260 ms (floor 0.00 ms)"]
         );
     }
 
@@ -267,9 +283,9 @@ mod tests {
             latency_floor_ms: 25.0,
             ..Criteria::default()
         };
-        let figures = |canary_p95| Figures {
+        let figures = |canary_mean| Figures {
             primary: release(1000.0, 0.0, 0.5),
-            canary: release(200.0, 0.0, canary_p95),
+            canary: release(200.0, 0.0, canary_mean),
         };
         assert!(matches!(judge(&figures(4.0), &criteria, step()), Verdict::Pass { .. }));
         assert!(matches!(judge(&figures(26.0), &criteria, step()), Verdict::Fail { .. }));
@@ -343,7 +359,7 @@ mod tests {
     #[test]
     fn missing_latency_figures_hold() {
         let no_histogram = ReleaseFigures {
-            p95_ms: None,
+            mean_ms: None,
             ..release(200.0, 0.0, 0.0)
         };
         assert_eq!(

@@ -41,10 +41,13 @@ impl Preset {
 
     /// Label matchers every query adds unless `--selector` replaces them: for Istio, the
     /// requests the ingress gateway reports as a client (a release's sidecar would count them
-    /// again as `reporter="destination"`).
+    /// again as `reporter="destination"`), from istioctl's gateway, its Deployment and namespace.
+    /// Other installs' gateways (the Helm chart's, the Gateway API's) need `--selector`.
     pub fn default_selector(self) -> &'static str {
         match self {
-            Preset::Istio => r#"reporter="source",source_workload="istio-ingressgateway""#,
+            Preset::Istio => {
+                r#"reporter="source",source_workload="istio-ingressgateway",source_workload_namespace="istio-system""#
+            }
             Preset::Envoy => "",
         }
     }
@@ -63,10 +66,11 @@ impl Preset {
         }
     }
 
-    fn duration_buckets(self) -> &'static str {
+    /// The request duration histogram, in milliseconds.
+    fn duration_histogram(self) -> &'static str {
         match self {
-            Preset::Istio => "istio_request_duration_milliseconds_bucket",
-            Preset::Envoy => "envoy_cluster_upstream_rq_time_bucket",
+            Preset::Istio => "istio_request_duration_milliseconds",
+            Preset::Envoy => "envoy_cluster_upstream_rq_time",
         }
     }
 }
@@ -112,12 +116,13 @@ impl Queries {
         )
     }
 
-    pub fn p95(&self, window: Duration) -> String {
+    /// The mean duration: the histogram's sum over its count, exact whatever its buckets (Envoy's
+    /// default ones step 2 to 5 times, too coarse to compare percentiles within 30 %). No value
+    /// without requests.
+    pub fn mean_ms(&self, window: Duration) -> String {
+        let (histogram, matchers, range) = (self.preset.duration_histogram(), &self.matchers, range(window));
         format!(
-            "histogram_quantile(0.95, sum by (le) (rate({}{{{}}}[{}])))",
-            self.preset.duration_buckets(),
-            self.matchers,
-            range(window)
+            "sum(increase({histogram}_sum{{{matchers}}}[{range}])) / (sum(increase({histogram}_count{{{matchers}}}[{range}])) > 0)"
         )
     }
 
@@ -126,7 +131,7 @@ impl Queries {
             requests: prometheus.query_value(&self.requests(window))?.unwrap_or(0.0),
             // A release that never failed has no 5xx series.
             errors: prometheus.query_value(&self.errors(window))?.unwrap_or(0.0),
-            p95_ms: prometheus.query_value(&self.p95(window))?,
+            mean_ms: prometheus.query_value(&self.mean_ms(window))?,
         })
     }
 }
@@ -175,7 +180,7 @@ mod tests {
     #[test]
     fn istio_queries_count_what_the_gateway_reports_per_destination_service() {
         let canary = Queries::new(Preset::Istio, None, "sklearn-canary-predictor.models.svc.cluster.local");
-        let matchers = r#"destination_service="sklearn-canary-predictor.models.svc.cluster.local",reporter="source",source_workload="istio-ingressgateway""#;
+        let matchers = r#"destination_service="sklearn-canary-predictor.models.svc.cluster.local",reporter="source",source_workload="istio-ingressgateway",source_workload_namespace="istio-system""#;
         assert_eq!(
             canary.requests(FIVE_MINUTES),
             format!("sum(increase(istio_requests_total{{{matchers}}}[300s]))")
@@ -185,8 +190,11 @@ mod tests {
             format!(r#"sum(increase(istio_requests_total{{{matchers},response_code=~"5.."}}[300s]))"#)
         );
         assert_eq!(
-            canary.p95(FIVE_MINUTES),
-            format!("histogram_quantile(0.95, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{matchers}}}[300s])))")
+            canary.mean_ms(FIVE_MINUTES),
+            format!(
+                "sum(increase(istio_request_duration_milliseconds_sum{{{matchers}}}[300s])) / \
+                 (sum(increase(istio_request_duration_milliseconds_count{{{matchers}}}[300s])) > 0)"
+            )
         );
     }
 
@@ -206,6 +214,23 @@ mod tests {
             istio.series(),
             r#"count(istio_requests_total{destination_service="c",reporter="source",source_workload="gw"})"#
         );
+    }
+
+    #[test]
+    fn the_default_selector_is_istioctls_gateway_and_a_selector_points_at_another_install() {
+        let release = "sklearn-canary-predictor.models.svc.cluster.local";
+        let series = |selector: Option<&str>| Queries::new(Preset::Istio, selector, release).series();
+        assert!(series(None)
+            .ends_with(r#"source_workload="istio-ingressgateway",source_workload_namespace="istio-system"})"#));
+        // The Helm chart as Istio's guide installs it, and a Gateway `gateway` of class `istio`.
+        for (workload, namespace) in [("istio-ingress", "istio-ingress"), ("gateway-istio", "istio-ingress")] {
+            let selector =
+                format!(r#"reporter="source",source_workload="{workload}",source_workload_namespace="{namespace}""#);
+            assert_eq!(
+                series(Some(&selector)),
+                format!(r#"count(istio_requests_total{{destination_service="{release}",{selector}}})"#)
+            );
+        }
     }
 
     #[test]

@@ -6,34 +6,95 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::config_file::{read_one_config, routes_for};
-use crate::flags::Flags;
 use crate::judge::{judge, percent, Criteria, Figures, Verdict};
 use crate::preset::{Preset, Releases};
 use crate::prometheus::Prometheus;
 use crate::target::Writer;
 use crate::weight::{parse_steps, Weight};
+use crate::{duration, missing, non_negative, positive_duration, Failure, OneOf};
 
-pub const VALUED: &[&str] = &[
-    "--prometheus",
-    "--config",
-    "--host",
-    "--preset",
-    "--selector",
-    "--primary",
-    "--canary",
-    "--steps",
-    "--interval",
-    "--window",
-    "--poll",
-    "--max-hold",
-    "--min-requests",
-    "--max-error-increase",
-    "--error-ratio-floor",
-    "--max-latency-increase",
-    "--latency-floor",
-    "--after-write",
-];
-pub const SWITCHES: &[&str] = &["--kubectl", "--run"];
+/// Raise canary_weight step by step, judging each step; roll back on failure
+#[derive(clap::Args)]
+#[command(
+    override_usage = "canary-split rollout --config <FILE> --steps <PERCENTS> --interval <DURATION> \
+(--prometheus <URL> --primary <NAME> --canary <NAME> | --kubectl) [OPTIONS]",
+    after_help = format!("Sets canary_weight to each step, waits --interval, judges the canary against primary and \
+advances; rolls back to 0 and exits 1 when it fails, or when Prometheus cannot judge it within --max-hold. Writes the \
+one canary_weight line of --config (WasmPlugin YAML or JSON), or an ECDS file, then runs --after-write; with --kubectl \
+prints the kubectl patch commands (no Prometheus needed), with --run runs them. NAME is the release's \
+destination_service (istio preset) or envoy_cluster_name (envoy preset).
+
+Examples:
+  canary-split rollout --config istio/wasmplugin.yaml --kubectl --steps 10,25,50,100 --interval 5m
+  canary-split rollout --prometheus http://prometheus-operated.monitoring:9090 --config istio/wasmplugin.yaml \\
+    --primary sklearn-primary-predictor.models.svc.cluster.local \\
+    --canary sklearn-canary-predictor.models.svc.cluster.local \\
+    --steps 10,25,50,100 --interval 5m --after-write 'git commit -qam \"canary at $CANARY_WEIGHT %\" && git push -q'
+
+{}", crate::EXIT_STATUS)
+)]
+pub struct RolloutArgs {
+    /// Prometheus's base URL
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// The filter config to ramp: WasmPlugin YAML, JSON or ECDS file, holding one config
+    #[arg(long, value_name = "FILE")]
+    pub config: String,
+    /// The route to ramp, when the config has several
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Primary's release name
+    #[arg(long, value_name = "NAME")]
+    pub primary: Option<String>,
+    /// The canary's release name
+    #[arg(long, value_name = "NAME")]
+    pub canary: Option<String>,
+    /// The weights to step through, in percent, each above the one before: 10,25,50,100
+    #[arg(long, value_name = "PERCENTS")]
+    pub steps: Option<String>,
+    /// How long each step runs before its verdict
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub interval: Option<Duration>,
+    /// Which metrics tell the releases apart
+    #[arg(long, default_value = "istio", value_parser = OneOf(&["istio", "envoy"]))]
+    pub preset: String,
+    /// Label matchers replacing the preset's gateway selector, without braces: 'job="gateway"'
+    #[arg(long, value_name = "MATCHERS")]
+    pub selector: Option<String>,
+    /// The most recent traffic a verdict looks at [default: --interval]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub window: Option<Duration>,
+    /// How often Prometheus is asked [default: --interval / 10, within 1s..30s]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub poll: Option<Duration>,
+    /// How long a step may go without a verdict after its interval before rolling back [default: --interval]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_hold: Option<Duration>,
+    /// Requests each release needs in the window for a verdict
+    #[arg(long, value_name = "N", default_value = "100", value_parser = non_negative, allow_negative_numbers = true)]
+    pub min_requests: f64,
+    /// The canary fails when its 5xx ratio is more than this many percent above primary's...
+    #[arg(long, value_name = "PERCENT", default_value = "50", value_parser = non_negative, allow_negative_numbers = true)]
+    pub max_error_increase: f64,
+    /// ...and above this ratio, in percent
+    #[arg(long, value_name = "PERCENT", default_value = "1", value_parser = non_negative, allow_negative_numbers = true)]
+    pub error_ratio_floor: f64,
+    /// The canary fails when its mean latency is more than this many percent above primary's...
+    #[arg(long, value_name = "PERCENT", default_value = "30", value_parser = non_negative, allow_negative_numbers = true)]
+    pub max_latency_increase: f64,
+    /// ...and above this
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = duration)]
+    pub latency_floor: Duration,
+    /// A shell command run after each write, rollback included (CANARY_WEIGHT is set): e.g. commit and push
+    #[arg(long, value_name = "COMMAND")]
+    pub after_write: Option<String>,
+    /// Patch the WasmPlugin with kubectl instead: print the commands, one per step and the rollback
+    #[arg(long)]
+    pub kubectl: bool,
+    /// With --kubectl: run them, judging each step
+    #[arg(long)]
+    pub run: bool,
+}
 
 /// The ramp and how each step is judged.
 pub struct Plan {
@@ -49,49 +110,53 @@ pub struct Plan {
     pub criteria: Criteria,
 }
 
-pub fn rollout(args: &[String]) -> Result<String, String> {
-    let flags = Flags::parse(args, VALUED, SWITCHES)?;
-    let config_path = flags.required("--config")?;
+pub fn rollout(args: &RolloutArgs) -> Result<String, Failure> {
+    let config_path = &args.config;
     let (found, config) = read_one_config(config_path, "rollout")?;
-    let (route_index, route) = match routes_for(&config, flags.get("--host"))?.as_slice() {
+    let (route_index, route) = match routes_for(&config, args.host.as_deref())?.as_slice() {
         [one] => *one,
         several => {
             let hosts: Vec<&str> = several.iter().map(|(_, r)| r.host.as_str()).collect();
-            return Err(format!(
-                "{config_path}: pick the route with --host ({})",
-                hosts.join(", ")
-            ));
+            return Err(format!("{config_path}: pick the route with --host ({})", hosts.join(", ")).into());
         }
     };
-    if flags.has("--run") && !flags.has("--kubectl") {
-        return Err("--run goes with --kubectl".to_owned());
+    if args.run && !args.kubectl {
+        return Err("--run goes with --kubectl".to_owned().into());
     }
-    let target = Writer::for_config(config_path, &found.origin, flags.has("--kubectl"), flags.has("--run"))?;
+    let target = Writer::for_config(config_path, &found.origin, args.kubectl, args.run)?;
     let json = found.json.as_deref().map_err(String::clone)?;
-    let writer = Writer::new(target, route_index, json)?.after_write(flags.get("--after-write"))?;
-    let plan = plan(&flags)?;
+    let writer = Writer::new(target, route_index, json)?.after_write(args.after_write.as_deref())?;
+    let plan = plan(args)?;
     let current = Weight::from_basis_points(route.canary_basis_points).unwrap_or(Weight::ZERO);
 
-    if flags.has("--kubectl") && !flags.has("--run") {
+    if args.kubectl && !args.run {
         return Ok(kubectl_plan(&writer, &plan, &route.host, current));
     }
 
-    let preset = Preset::parse(flags.get("--preset").unwrap_or("istio"))?;
-    let releases = Releases::new(
-        preset,
-        flags.get("--selector"),
-        flags.required("--primary")?,
-        flags.required("--canary")?,
-    )?;
-    let prometheus = Prometheus::new(flags.required("--prometheus")?);
+    let preset = Preset::parse(&args.preset)?;
+    let needed = |value: &Option<String>, flag: &str| {
+        value.clone().ok_or_else(|| {
+            missing(
+                "rollout",
+                &format!("{flag} is required to judge the canary (only --kubectl without --run does without it)"),
+            )
+        })
+    };
+    let (primary, canary) = (
+        needed(&args.primary, "--primary <NAME>")?,
+        needed(&args.canary, "--canary <NAME>")?,
+    );
+    let releases = Releases::new(preset, args.selector.as_deref(), &primary, &canary)?;
+    let prometheus = Prometheus::new(&needed(&args.prometheus, "--prometheus <URL>")?);
     // Nothing is written unless the rollout can be watched from the start.
     match prometheus.query_value(&releases.primary.series()) {
-        Err(error) => return Err(format!("not started: {error}")),
+        Err(error) => return Err(format!("not started: {error}").into()),
         Ok(None | Some(0.0)) => {
             return Err(format!(
                 "not started: Prometheus has no series for primary ({}): check --primary, --preset and --selector",
                 releases.primary.series()
-            ))
+            )
+            .into())
         }
         Ok(Some(_)) => {}
     }
@@ -110,42 +175,36 @@ pub fn rollout(args: &[String]) -> Result<String, String> {
         writer.describe()
     );
     println!("{}", describe_criteria(&plan));
-    run(&plan, &writer, &mut |window| releases.figures(&prometheus, window))
+    Ok(run(&plan, &writer, &mut |window| {
+        releases.figures(&prometheus, window)
+    })?)
 }
 
-fn plan(flags: &Flags) -> Result<Plan, String> {
-    let steps = parse_steps(flags.required("--steps")?)?;
-    let interval = flags
-        .duration("--interval")?
-        .ok_or_else(|| "--interval is required".to_owned())?;
-    let positive = |name: &str, value: Option<Duration>, default: Duration| match value {
-        Some(duration) if duration.is_zero() => Err(format!("{name} must be more than 0")),
-        Some(duration) => Ok(duration),
-        None => Ok(default),
-    };
-    let interval = positive("--interval", Some(interval), interval)?;
-    let defaults = Criteria::default();
-    let percent_flag = |name: &str, default: f64| -> Result<f64, String> {
-        Ok(flags.number(name)?.map_or(default, |percent| percent / 100.0))
-    };
+/// The plan the flags describe. --steps and --interval are needed in every case, but checked only
+/// after the config, so that a config the rollout cannot write is reported first.
+fn plan(args: &RolloutArgs) -> Result<Plan, Failure> {
+    let steps = args
+        .steps
+        .as_deref()
+        .ok_or_else(|| missing("rollout", "--steps <PERCENTS> is required"))?;
+    let steps = parse_steps(steps)?;
+    let interval = args
+        .interval
+        .ok_or_else(|| missing("rollout", "--interval <DURATION> is required"))?;
     Ok(Plan {
         steps,
         interval,
-        window: positive("--window", flags.duration("--window")?, interval)?,
-        poll: positive(
-            "--poll",
-            flags.duration("--poll")?,
-            (interval / 10).clamp(Duration::from_secs(1), Duration::from_secs(30)),
-        )?,
-        max_hold: flags.duration("--max-hold")?.unwrap_or(interval),
+        window: args.window.unwrap_or(interval),
+        poll: args
+            .poll
+            .unwrap_or((interval / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))),
+        max_hold: args.max_hold.unwrap_or(interval),
         criteria: Criteria {
-            min_requests: flags.number("--min-requests")?.unwrap_or(defaults.min_requests),
-            max_error_increase: percent_flag("--max-error-increase", defaults.max_error_increase)?,
-            error_ratio_floor: percent_flag("--error-ratio-floor", defaults.error_ratio_floor)?,
-            max_latency_increase: percent_flag("--max-latency-increase", defaults.max_latency_increase)?,
-            latency_floor_ms: flags
-                .duration("--latency-floor")?
-                .map_or(defaults.latency_floor_ms, |floor| floor.as_secs_f64() * 1000.0),
+            min_requests: args.min_requests,
+            max_error_increase: args.max_error_increase / 100.0,
+            error_ratio_floor: args.error_ratio_floor / 100.0,
+            max_latency_increase: args.max_latency_increase / 100.0,
+            latency_floor_ms: args.latency_floor.as_secs_f64() * 1000.0,
         },
     })
 }
@@ -154,7 +213,7 @@ fn describe_criteria(plan: &Plan) -> String {
     let c = &plan.criteria;
     format!(
         "a step passes with at least {:.0} requests per release in the last {} of it, a canary error ratio at most \
-         {:.2} × primary's (or {}), and a canary p95 at most {:.2} × primary's (or {:.0} ms); \
+         {:.2} × primary's (or {}), and a canary mean latency at most {:.2} × primary's (or {:.0} ms); \
          without a verdict it holds for up to {} more, then rolls back",
         c.min_requests,
         humantime::format_duration(plan.window),
@@ -289,7 +348,41 @@ fn roll_back(writer: &Writer, say: &dyn Fn(&str), why: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::Cli;
+
+    #[test]
+    fn the_flags_defaults_are_the_criteria_of_the_shipped_alerts() {
+        let cli = Cli::try_parse_from([
+            "canary-split",
+            "rollout",
+            "--config",
+            "c.yaml",
+            "--steps",
+            "10",
+            "--interval",
+            "5m",
+        ])
+        .unwrap();
+        let crate::Command::Rollout(args) = cli.command else {
+            panic!("not a rollout");
+        };
+        let plan = plan(&args).ok().unwrap();
+        let defaults = Criteria::default();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(plan.criteria.min_requests, defaults.min_requests));
+        assert!(close(plan.criteria.max_error_increase, defaults.max_error_increase));
+        assert!(close(plan.criteria.error_ratio_floor, defaults.error_ratio_floor));
+        assert!(close(plan.criteria.max_latency_increase, defaults.max_latency_increase));
+        assert!(close(plan.criteria.latency_floor_ms, defaults.latency_floor_ms));
+        assert_eq!(
+            (plan.window, plan.max_hold),
+            (args.interval.unwrap(), args.interval.unwrap())
+        );
+        assert_eq!(plan.poll, Duration::from_secs(30));
+    }
 
     #[test]
     fn a_complete_rollout_says_the_weight_it_left() {

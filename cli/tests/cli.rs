@@ -157,8 +157,12 @@ fn usage_errors_exit_non_zero() {
         &["token", "--bogus"],
     ] {
         let output = run(args);
-        assert_eq!(output.status.code(), Some(1), "{args:?}");
-        assert!(!stderr(&output).is_empty());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains("Usage: canary-split"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }
 
@@ -288,17 +292,6 @@ fn rollout_and_status_refuse_what_they_cannot_do() {
         ),
         (
             &[
-                "rollout",
-                "--config",
-                "istio/wasmplugin.yaml",
-                "--kubectl",
-                "--steps",
-                "10",
-            ],
-            "--interval is required",
-        ),
-        (
-            &[
                 "status",
                 "--prometheus",
                 "http://127.0.0.1:1",
@@ -350,6 +343,29 @@ fn rollout_and_status_refuse_what_they_cannot_do() {
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert!(stderr(&output).starts_with(expected), "{args:?}: {}", stderr(&output));
     }
+}
+
+#[test]
+fn rollout_names_a_missing_flag_as_a_usage_mistake() {
+    let output = run(&[
+        "rollout",
+        "--config",
+        "istio/wasmplugin.yaml",
+        "--kubectl",
+        "--steps",
+        "10",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).starts_with("error: --interval <DURATION> is required\n"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("Usage: canary-split rollout"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// The bytes 0..32 and 32 bytes of 0xAB, in standard base64, as in src/pin_token.rs.
@@ -498,6 +514,47 @@ fn explain_says_whether_a_token_verifies_and_why_not() {
 }
 
 #[test]
+fn explain_says_who_a_protected_release_host_lets_through() {
+    let guarded = TOKEN_CONFIG.replacen(
+        r#""primary": {}, "canary": {}"#,
+        r#""primary": {}, "canary": {"host": "shop-canary.example.com"}, "release_hosts": "token""#,
+        1,
+    );
+    assert_ne!(guarded, TOKEN_CONFIG);
+    let config = temp_file("guarded.json", &guarded);
+    let explain = |headers: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            &config,
+            "--host",
+            "Shop-Canary.example.com:443",
+            "--now",
+            "1899999000",
+        ];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        let output = run_with_env(&args, &[("CANARY_SPLIT_PIN_KEYS", &format!("{KEY_2},{KEY_1}"))]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let token = format!("x-canary-token: {GOLDEN}");
+    assert_eq!(
+        explain(&[&token]),
+        "host Shop-Canary.example.com:443: the canary host of route shop.example.com (release_hosts: token)\n\
+         let through: pin[0]: header x-canary-token carries a token for canary that verifies\n"
+    );
+    assert_eq!(
+        explain(&["traffic: test"]),
+        "host Shop-Canary.example.com:443: the canary host of route shop.example.com (release_hosts: token)\n\
+         refused: the filter answers 403 (a request straight to a release host needs a valid pin token for that release)\n"
+    );
+    assert!(explain(&["x-canary-token: test"])
+        .contains("pin[0]: the token in header x-canary-token does not count: malformed"));
+}
+
+#[test]
 fn explain_and_check_without_the_keys_here() {
     let config = temp_file("tokens-unkeyed.json", TOKEN_CONFIG);
     // A request without a token is explained; one with a token cannot be.
@@ -585,7 +642,7 @@ fn istio_manifests() -> Vec<String> {
 const SPLIT_GATEWAY: &str = "tests/fixtures/split-gateway.yaml";
 const ROUTE_OK: &str = "istio/wasmplugin.yaml: WasmPlugin canary-split: routes[0]: authority mode: every route table \
     that serves sklearn-predictor-models.example.com serves its release hosts too \
-    (http.80, https.443.https.models-gateway.models)\n";
+    (http.8080, https.443.https.models-gateway.models)\n";
 
 #[test]
 fn check_accepts_authority_mode_behind_the_shipped_gateway() {
@@ -652,19 +709,39 @@ fn check_names_only_the_release_hosts_missing_from_the_public_hosts_table() {
     );
 }
 
-#[test]
-fn check_accepts_header_mode_behind_a_split_gateway() {
+const HEADER_MODE_VIRTUAL_SERVICE: &str = "tests/fixtures/header-mode/virtualservice.yaml";
+/// The canary's value the header-mode fixture's VirtualService matches.
+const HEADER_MODE_CANARY_VALUE: &str = "canary-Vq3T8mZk1xR7pL2wYc9N";
+
+/// The shipped WasmPlugin in header mode, with `decision_values` if given, in a temporary file.
+fn header_mode_plugin(name: &str, decision_values: Option<&str>) -> String {
     let plugin = repo_file("istio/wasmplugin.yaml");
     let authority = "      primary: { host: sklearn-primary-predictor-models.example.com }\n      canary: { host: sklearn-canary-predictor-models.example.com }\n";
+    let header = "    decision_header: x-canary-route\n";
     assert!(
-        plugin.contains(authority),
+        plugin.contains(authority) && plugin.contains(header),
         "istio/wasmplugin.yaml changed: update the test"
     );
-    let plugin = temp_file(
+    let values = decision_values.map_or(String::new(), |values| format!("    decision_values: {values}\n"));
+    let plugin = plugin
+        .replacen(authority, "      primary: {}\n      canary: {}\n", 1)
+        .replacen(header, &format!("{header}{values}"), 1);
+    temp_file(name, &plugin)
+}
+
+#[test]
+fn check_accepts_header_mode_behind_a_split_gateway() {
+    let plugin = header_mode_plugin(
         "header-mode.yaml",
-        &plugin.replacen(authority, "      primary: {}\n      canary: {}\n", 1),
+        Some(&format!("{{ canary: {HEADER_MODE_CANARY_VALUE} }}")),
     );
-    let output = run(&["check", &plugin, "istio/virtualservices.yaml", SPLIT_GATEWAY]);
+    let output = run(&[
+        "check",
+        &plugin,
+        "istio/virtualservices.yaml",
+        HEADER_MODE_VIRTUAL_SERVICE,
+        SPLIT_GATEWAY,
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
         stdout(&output),
@@ -673,6 +750,172 @@ fn check_accepts_header_mode_behind_a_split_gateway() {
              (CANARY_SPLIT_PIN_KEYS is not set here)\n"
         )
     );
+}
+
+#[test]
+fn check_refuses_header_mode_whose_routes_do_not_match_the_values_the_filter_writes() {
+    // Without decision_values the filter writes "canary", which the fixture's route does not match.
+    let plugin = header_mode_plugin("header-mode-defaults.yaml", None);
+    let output = run(&[
+        "check",
+        &plugin,
+        "istio/virtualservices.yaml",
+        HEADER_MODE_VIRTUAL_SERVICE,
+        "istio/gateway.yaml",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = stderr(&output);
+    assert!(
+        report.contains(&format!(
+            "routes[0]: VirtualService models/sklearn matches x-canary-route: {HEADER_MODE_CANARY_VALUE}, a value the \
+             filter never writes (decision_values: primary \"primary\", canary \"canary\")"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "routes[0]: header mode: no VirtualService of sklearn-predictor-models.example.com matches x-canary-route: \
+             canary, the value the filter writes for the canary"
+        ),
+        "{report}"
+    );
+    // The shipped public VirtualService has no route on the header at all.
+    let output = run(&["check", &plugin, "istio/virtualservices.yaml", "istio/gateway.yaml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("header mode: no VirtualService of"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn check_warns_when_header_mode_routes_on_a_value_clients_can_guess() {
+    let plugin = header_mode_plugin("header-mode-guessable.yaml", None);
+    let guessable = repo_file(HEADER_MODE_VIRTUAL_SERVICE).replacen(HEADER_MODE_CANARY_VALUE, "canary", 1);
+    let guessable = temp_file("guessable-virtualservice.yaml", &guessable);
+    let output = run(&[
+        "check",
+        &plugin,
+        "istio/virtualservices.yaml",
+        &guessable,
+        "istio/gateway.yaml",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(
+            "routes[0]: warning: header mode with the default decision value \"canary\": while the filter is bypassed \
+             (FAIL_OPEN), any client that sends x-canary-route: canary reaches the canary through VirtualService \
+             models/sklearn. Set decision_values.canary to a value clients cannot guess, and match it there"
+        ),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn check_warns_when_the_public_host_routes_the_decision_header_in_authority_mode() {
+    let output = run(&[
+        "check",
+        "istio/wasmplugin.yaml",
+        "istio/virtualservices.yaml",
+        HEADER_MODE_VIRTUAL_SERVICE,
+        "istio/gateway.yaml",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(
+            "routes[0]: warning: VirtualService models/sklearn routes sklearn-predictor-models.example.com by the \
+             decision header x-canary-route, which the filter in authority mode never leaves on a request to it: \
+             while the filter is bypassed (FAIL_OPEN: module not fetched, VM crashed), any client that sends the \
+             header takes that route. Remove the match"
+        ),
+        "{}",
+        stdout(&output)
+    );
+    // The shipped VirtualServices have no such route.
+    let mut args = vec!["check".to_owned()];
+    args.extend(istio_manifests());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(!stdout(&run(&args)).contains("warning"));
+}
+
+/// The shipped WasmPlugin with its `match` replaced by `selectors` (none: no match).
+fn plugin_with_match(name: &str, selectors: Option<&str>) -> String {
+    let plugin = repo_file("istio/wasmplugin.yaml");
+    let shipped = "  match:\n  - ports: [{ number: 8443 }, { number: 443 }]\n";
+    assert!(
+        plugin.contains(shipped),
+        "istio/wasmplugin.yaml changed: update the test"
+    );
+    let replacement = selectors.map_or(String::new(), |selectors| format!("  match: {selectors}\n"));
+    temp_file(name, &plugin.replacen(shipped, &replacement, 1))
+}
+
+#[test]
+fn check_refuses_authority_mode_on_a_server_that_redirects() {
+    let plugin = plugin_with_match("no-match.yaml", None);
+    let output = run(&["check", &plugin, "istio/virtualservices.yaml", "istio/gateway.yaml"]);
+    assert_eq!(output.status.code(), Some(1));
+    let expected = format!(
+        "{plugin}: WasmPlugin canary-split: routes[0]: authority mode on a server that redirects: the WasmPlugin \
+         (no port match) runs on models/models-gateway servers[0] (port 80), whose httpsRedirect builds its 301 from \
+         the :authority the filter rewrote, so plain-HTTP clients of sklearn-predictor-models.example.com are \
+         redirected to https://sklearn-primary-predictor-models.example.com/... or \
+         https://sklearn-canary-predictor-models.example.com/... and stay outside the split. Give the WasmPlugin a \
+         match on the HTTPS listener's port only: Istio compares the Service's target port, 8443 on istioctl's \
+         istio-ingressgateway and 443 on the istio/gateway chart (match: [{{ports: [{{number: 8443}}, {{number: 443}}]}}])"
+    );
+    assert!(
+        stderr(&output).lines().any(|line| line == expected),
+        "{}",
+        stderr(&output)
+    );
+    // Either resolution of port 80 in the match runs the plugin there; 443 or 8443 alone do not.
+    for (name, selectors, redirects) in [
+        (
+            "match-8080.yaml",
+            "[{ ports: [{ number: 8080 }, { number: 8443 }] }]",
+            true,
+        ),
+        ("match-80.yaml", "[{ ports: [{ number: 80 }, { number: 443 }] }]", true),
+        ("match-all.yaml", "[{ mode: CLIENT }]", true),
+        ("match-443.yaml", "[{ ports: [{ number: 443 }] }]", false),
+        ("match-8443.yaml", "[{ ports: [{ number: 8443 }] }]", false),
+    ] {
+        let plugin = plugin_with_match(name, Some(selectors));
+        let output = run(&["check", &plugin, "istio/virtualservices.yaml", "istio/gateway.yaml"]);
+        assert_eq!(
+            stderr(&output).contains("authority mode on a server that redirects"),
+            redirects,
+            "{selectors}: {}",
+            stderr(&output)
+        );
+        assert_eq!(output.status.success(), !redirects, "{selectors}");
+    }
+}
+
+#[test]
+fn check_refuses_a_match_that_leaves_out_the_public_hosts_https_server() {
+    for (name, selectors, described) in [
+        ("match-9443.yaml", "[{ ports: [{ number: 9443 }] }]", "a match on ports 9443"),
+        (
+            "match-server.yaml",
+            "[{ mode: SERVER }]",
+            "a match that selects no gateway listener (mode SERVER, or no port number; a gateway's listeners are CLIENT)",
+        ),
+    ] {
+        let plugin = plugin_with_match(name, Some(selectors));
+        let output = run(&["check", &plugin, "istio/virtualservices.yaml", "istio/gateway.yaml"]);
+        assert_eq!(output.status.code(), Some(1));
+        let expected = format!(
+            "{plugin}: WasmPlugin canary-split: routes[0]: the WasmPlugin has {described}, which leaves out \
+             models/models-gateway servers[1] (port 443, listened on as 8443 by istioctl's istio-ingressgateway and \
+             as 443 by the istio/gateway chart): requests to sklearn-predictor-models.example.com there are never \
+             split. Istio compares the listener's port, the Service's target port"
+        );
+        assert!(stderr(&output).lines().any(|line| line == expected), "{}", stderr(&output));
+    }
 }
 
 #[test]
@@ -698,4 +941,53 @@ fn check_says_when_no_gateway_it_was_given_serves_the_public_host() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn explain_names_the_decision_value_the_filter_writes() {
+    let config = temp_file(
+        "decision-values.json",
+        r#"{"decision_values": {"canary": "c-7Kq2"}, "routes": [{"host": "shop.example.com",
+            "primary": {}, "canary": {}, "canary_weight": 50, "pin": [{"header": "traffic", "value": "test", "to": "canary"}]}]}"#,
+    );
+    let output = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--host",
+        "shop.example.com",
+        "-H",
+        "traffic: test",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).ends_with("canary: sets x-canary-route: c-7Kq2\n"),
+        "{}",
+        stdout(&output)
+    );
+    let random = stdout(&run(&["explain", "--config", &config, "--host", "shop.example.com"]));
+    assert!(random.contains("primary: sets x-canary-route: primary\n"), "{random}");
+}
+
+#[test]
+fn check_warns_when_the_match_names_the_https_port_as_only_one_install_listens_on_it() {
+    for (name, port, missing, install) in [
+        ("match-only-443.yaml", 443, 8443, "istioctl's istio-ingressgateway"),
+        ("match-only-8443.yaml", 8443, 443, "the istio/gateway chart's gateway"),
+    ] {
+        let plugin = plugin_with_match(name, Some(&format!("[{{ ports: [{{ number: {port} }}] }}]")));
+        let output = run(&["check", &plugin, "istio/virtualservices.yaml", "istio/gateway.yaml"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let expected = format!(
+            "{plugin}: WasmPlugin canary-split: routes[0]: warning: the WasmPlugin has a match on ports {port}, which \
+             leaves out port {missing}: on {install}, which listens on {missing} for models/models-gateway servers[1] \
+             (port 443), requests to sklearn-predictor-models.example.com there are never split. Add {missing} to the \
+             match unless your gateway is installed otherwise"
+        );
+        assert!(
+            stdout(&output).lines().any(|line| line == expected),
+            "{}",
+            stdout(&output)
+        );
+    }
 }

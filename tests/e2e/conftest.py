@@ -1,22 +1,45 @@
+import copy
 import json
 import os
-import sys
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from harness import ENVOY, MODULE, Client, EchoUpstream, Envoy, bootstrap, catch_all_route, split_routes  # noqa: E402
+from harness import ENVOY, MODULE, ROOT, Client, EchoUpstream, Envoy, bootstrap, catch_all_route, split_routes  # noqa: E402
 from istio_routes import (  # noqa: E402
     RouteTable, gateways_of_plugin, load_manifests, route_table_serving, vm_environment, wasm_plugin)
 from pin_token import encode_keys  # noqa: E402
+
+# The public host's VirtualService for header mode, matching a canary value clients cannot guess.
+HEADER_MODE_MANIFESTS = load_manifests(pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "header-mode")
+(HEADER_MODE_CANARY_VALUE,) = [m["headers"]["x-canary-route"]["exact"] for vs in HEADER_MODE_MANIFESTS
+                               for http in vs["spec"]["http"] for m in http.get("match", [])]
 
 
 def pytest_sessionstart(session):
     missing = [str(p) for p in (ENVOY, MODULE) if not p.exists()]
     if missing:
         pytest.exit(f"missing {', '.join(missing)}: run the tests with `make test`", returncode=2)
+
+
+@pytest.fixture(scope="session")
+def crash_module() -> pathlib.Path:
+    """The module built with the test-only `crash-trigger` feature (in its own target dir; `make
+    build` never enables it): a request carrying harness.CRASH_HEADER panics the VM, as a bug
+    would. Through the same post-link pass as the shipped module, so Envoy calls the same
+    callbacks."""
+    target = ROOT / "target" / "crash-trigger"
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1", "--features", "crash-trigger",
+                    "--target-dir", str(target)], cwd=ROOT, check=True, timeout=300)
+    module = target / "canary_split.wasm"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "post_link.py"),
+                    str(target / "wasm32-wasip1" / "release" / "canary_split.wasm"), str(module)],
+                   check=True, timeout=120)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -60,15 +83,23 @@ def gateway(upstreams, gateways):
     return lambda filter_config, concurrency=1: gateways(envoy_for(filter_config, upstreams, concurrency))
 
 
+# Envoy's failure policy for each WasmPlugin failStrategy (pilot/pkg/model/extensions.go).
+FAILURE_POLICIES = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}
+
+
 def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, concurrency: int = 1,
                      plugin_config: dict | None = None, manifests: list[dict] | None = None,
-                     route_table: RouteTable | None = None, gateway_env: dict[str, str] | None = None) -> Envoy:
+                     route_table: RouteTable | None = None, gateway_env: dict[str, str] | None = None,
+                     ecds_path: pathlib.Path | None = None, module: pathlib.Path = MODULE) -> Envoy:
     """An Envoy running what istio/ (or `manifests`) deploys: the WasmPlugin's config and VM
     environment, and the route table that serves its public host over HTTPS (or `route_table`), as
-    Istio renders the VirtualServices on its gateway. Each destination service goes to the local
-    server of its release, found by name (`sklearn-primary-predictor...` -> `primary`).
+    Istio renders the VirtualServices on its gateway, with the filter only if the WasmPlugin's
+    `match` selects that table's listener. Each destination service goes to the local server of
+    its release, found by name (`outbound|80||sklearn-primary-predictor...` -> `primary`).
     `gateway_env` is the gateway's own environment, where the plugin's HOST variables come from
-    (the pin keys, from a Secret in Istio); by default each gets a fresh random key."""
+    (the pin keys, from a Secret in Istio); by default each gets a fresh random key. With
+    `ecds_path` the filter comes through ECDS, as Istio delivers it, with the WasmPlugin's
+    failStrategy (see `harness.bootstrap`); `module` is the Wasm module the filter runs."""
     manifests = manifests or load_manifests()
     plugin = wasm_plugin(manifests)
     config = plugin_config or plugin["spec"]["pluginConfig"]
@@ -80,5 +111,22 @@ def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, 
     environment = vm_environment(plugin)
     if gateway_env is None:
         gateway_env = {name: encode_keys(os.urandom(32)) for name in environment.get("host_env_keys", [])}
+    with_filter = with_filter and table.plugin_runs
     return Envoy(bootstrap(json.dumps(config) if with_filter else None, ports, table.virtual_hosts,
-                           vm_environment=environment), concurrency, env=gateway_env)
+                           vm_environment=environment, route_config=table.route_config(), ecds_path=ecds_path, module=module,
+                           failure_policy=FAILURE_POLICIES[plugin["spec"].get("failStrategy", "FAIL_CLOSE")]),
+                 concurrency, env=gateway_env)
+
+
+def header_mode(manifests: list[dict], plugin_config: dict) -> tuple[list[dict], dict]:
+    """`manifests` with the public host's VirtualService replaced by the header-mode fixture's, and
+    `plugin_config` in header mode (no release hosts), writing the value that VirtualService
+    matches for the canary."""
+    replaced = {(vs["metadata"]["namespace"], vs["metadata"]["name"]) for vs in HEADER_MODE_MANIFESTS}
+    kept = [doc for doc in manifests
+            if (doc["metadata"].get("namespace"), doc["metadata"]["name"]) not in replaced or doc["kind"] != "VirtualService"]
+    config = copy.deepcopy(plugin_config)
+    config["decision_values"] = {"canary": HEADER_MODE_CANARY_VALUE}
+    for route in config["routes"]:
+        route.update(primary={}, canary={})
+    return kept + HEADER_MODE_MANIFESTS, config

@@ -2,9 +2,11 @@
 
 Envoy's routes are what Istio renders for the plain VirtualServices the filter is meant for:
 one virtual host per variant host, and a public host that routes on the decision header with
-primary as the default. A CORS filter runs ahead of the Wasm filter, as in an Istio gateway, so
-the route is already resolved when the filter changes the request: routing only works if Envoy
-selects the route again.
+primary as the default. The HTTP filters are in an Istio gateway's order: the Wasm filter (phase
+AUTHN), then fault and CORS, then the router (pilot/pkg/networking/core/listener_builder.go).
+Envoy's connection manager resolves the route before the first filter runs, so the route is
+already cached when the filter changes the request: routing only works if Envoy selects the
+route again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy
 DECISION_HEADER = "x-canary-route"
 # The filter's stats carry these labels encoded in their names (src/metrics.rs); Envoy extracts
 # them with these regexes, as Istio does for the gateway's `extraStatTags`.
-STATS_TAGS = ("host", "release", "reason")
+STATS_TAGS = ("host", "split_release", "reason")
+
+# A request header that panics the VM of a module built with the test-only `crash-trigger` feature.
+CRASH_HEADER = ("x-canary-split-test-crash", "1")
 
 # A request header that makes the echo upstreams wait this many seconds before they answer.
 UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"
@@ -157,10 +162,25 @@ def wasm_filter_config(filter_config: str, module: pathlib.Path = MODULE, failur
     return {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}
 
 
-def write_ecds(path: pathlib.Path, filter_config: str, module: pathlib.Path = MODULE, failure_policy: str | None = None):
+def write_ecds(path: pathlib.Path, filter_config: str, module: pathlib.Path = MODULE, failure_policy: str | None = None,
+               vm_environment: dict | None = None):
     """Publishes a filter config the way Istio does (ECDS), through a watched file, atomically."""
     publish_ecds(path, {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                        "name": "canary-split", "typed_config": wasm_filter_config(filter_config, module, failure_policy)})
+                        "name": "canary-split",
+                        "typed_config": wasm_filter_config(filter_config, module, failure_policy, vm_environment)})
+
+
+def istio_fetch_failure_stand_in(fail_open: bool) -> dict:
+    """What Istio's agent publishes in the filter's place when it cannot fetch the module
+    (pkg/wasm/convert.go): an RBAC filter that allows everything for FAIL_OPEN, and one that denies
+    everything otherwise, FAIL_RELOAD included."""
+    rbac = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}
+    if fail_open:
+        rbac["rules_stat_prefix"] = "wasm-default-allow"
+    else:
+        rbac.update(rules={}, rules_stat_prefix="wasm-default-deny")  # a policy without rules denies all
+    return {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "name": "canary-split",
+            "typed_config": rbac}
 
 
 def publish_ecds(path: pathlib.Path, resource: dict):
@@ -172,12 +192,14 @@ def publish_ecds(path: pathlib.Path, resource: dict):
 
 def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual_hosts: list[dict],
               ecds_path: pathlib.Path | None = None, module: pathlib.Path = MODULE,
-              failure_policy: str | None = None, listener_port: int = 0, vm_environment: dict | None = None) -> dict:
+              failure_policy: str | None = None, listener_port: int = 0, vm_environment: dict | None = None,
+              route_config: dict | None = None) -> dict:
     """An Envoy config; with `filter_config` None the gateway runs without the filter. With
     `ecds_path` the filter's config is read from that file (see `write_ecds`) and reloaded when it
     changes, as Istio delivers it: the filter may also be replaced by an RBAC filter, which is
     what Istio's agent puts in its place when it cannot fetch the module. `vm_environment`: see
-    `wasm_filter_config`."""
+    `wasm_filter_config`. `route_config`: a whole RouteConfiguration instead of one holding
+    `virtual_hosts`."""
     def cluster(name: str, port: int) -> dict:
         return {
             "name": name,
@@ -188,7 +210,7 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
         }
 
     if ecds_path:
-        write_ecds(ecds_path, filter_config, module, failure_policy)
+        write_ecds(ecds_path, filter_config, module, failure_policy, vm_environment)
         wasm_filter = {"name": "canary-split", "config_discovery": {
             "config_source": {"path_config_source": {
                 "path": str(ecds_path), "watched_directory": {"path": str(ecds_path.parent)}}},
@@ -210,12 +232,14 @@ def bootstrap(filter_config: str | None, upstream_ports: dict[str, int], virtual
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "gateway",
-                        "route_config": {"name": "gateway", "virtual_hosts": virtual_hosts},
+                        "route_config": route_config or {"name": "gateway", "virtual_hosts": virtual_hosts},
                         "http_filters": [
-                            # Resolves the route before the Wasm filter runs, as Istio's filters do.
+                            *([wasm_filter] if filter_config is not None else []),
+                            # After the AUTHN plugins, as Istio places them.
+                            {"name": "envoy.filters.http.fault", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
                             {"name": "envoy.filters.http.cors", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
-                            *([wasm_filter] if filter_config is not None else []),
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
                         ],

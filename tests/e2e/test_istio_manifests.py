@@ -6,25 +6,44 @@ import math
 
 import pytest
 
-from conftest import envoy_from_istio
-from harness import DECISION_HEADER, Client, EchoUpstream
-from istio_routes import gateways_of_plugin, load_manifests, of_kind, route_tables, wasm_plugin
+from conftest import envoy_from_istio, header_mode
+from harness import DECISION_HEADER, Client, EchoUpstream, Envoy
+from istio_routes import (HELM_CHART_TARGET_PORTS, ISTIOCTL_TARGET_PORTS, gateways_of_plugin, load_manifests, of_kind,
+                          route_table_serving, route_tables, wasm_plugin)
 from sticky_hash import is_canary
 
 MANIFESTS = load_manifests()
 ROUTE = wasm_plugin(MANIFESTS)["spec"]["pluginConfig"]["routes"][0]
 PUBLIC, PRIMARY_HOST, CANARY_HOST = ROUTE["host"], ROUTE["primary"]["host"], ROUTE["canary"]["host"]
 RELEASE_HEADER = "x-release"  # the response header the VirtualServices set
+# istio/ ships canary_weight 0 (the first deploy); most tests run at a rollout's first step.
+STEP_WEIGHT = 10
+
+
+def at_weight(weight) -> dict:
+    config = copy.deepcopy(wasm_plugin(MANIFESTS)["spec"]["pluginConfig"])
+    config["routes"][0]["canary_weight"] = weight
+    return config
 
 
 @pytest.fixture
 def deployed(upstreams):
-    envoy = envoy_from_istio(upstreams).start()
+    envoy = envoy_from_istio(upstreams, plugin_config=at_weight(STEP_WEIGHT)).start()
     yield Client(envoy.port)
     envoy.stop()
 
 
-def test_public_host_splits_at_the_shipped_weight(deployed):
+def test_the_first_deploy_sends_only_pinned_requests_to_the_canary(upstreams):
+    assert ROUTE["canary_weight"] == 0
+    with envoy_from_istio(upstreams) as envoy:
+        client = Client(envoy.port)
+        assert {client.get(PUBLIC).upstream for _ in range(200)} == {"primary"}
+        assert {client.get(PUBLIC, [("x-user-id", str(user))]).upstream for user in range(200)} == {"primary"}
+        assert {client.get(PUBLIC, [("traffic", "test")]).upstream for _ in range(20)} == {"canary"}
+        assert client.get(CANARY_HOST).upstream == "canary"
+
+
+def test_public_host_splits_at_a_rollout_steps_weight(deployed):
     requests, canary = 3000, 0
     for _ in range(requests):
         response = deployed.get(PUBLIC)
@@ -32,7 +51,7 @@ def test_public_host_splits_at_the_shipped_weight(deployed):
         assert response.headers["host"] == expected_host
         assert response.headers[DECISION_HEADER] == response.upstream
         canary += response.upstream == "canary"
-    p = ROUTE["canary_weight"] / 100
+    p = STEP_WEIGHT / 100
     assert abs(canary - requests * p) <= 4.5 * math.sqrt(requests * p * (1 - p))
 
 
@@ -44,7 +63,7 @@ def test_test_traffic_is_pinned_and_release_hosts_reach_their_release(deployed):
         assert deployed.get(CANARY_HOST).upstream == "canary"
 
     # A client's own decision header changes nothing: the sticky key decides.
-    expected = "canary" if is_canary(PUBLIC.encode(), b"user-3", ROUTE["canary_weight"]) else "primary"
+    expected = "canary" if is_canary(PUBLIC.encode(), b"user-3", STEP_WEIGHT) else "primary"
     for _ in range(20):
         response = deployed.get(PUBLIC, [(DECISION_HEADER, "canary"), (DECISION_HEADER, "primary"), ("x-user-id", "user-3")])
         assert response.upstream == response.headers[DECISION_HEADER] == expected
@@ -85,9 +104,8 @@ def test_every_response_names_the_release_that_answered(deployed):
 def test_the_public_hosts_own_routes_name_the_release(upstreams):
     # Header mode: the filter only sets the decision header and the public host's routes choose,
     # so the header comes from the public host's canary route and its default primary route.
-    config = copy.deepcopy(wasm_plugin(MANIFESTS)["spec"]["pluginConfig"])
-    config["routes"][0].update(primary={}, canary={})
-    with envoy_from_istio(upstreams, plugin_config=config) as envoy:
+    manifests, config = header_mode(MANIFESTS, wasm_plugin(MANIFESTS)["spec"]["pluginConfig"])
+    with envoy_from_istio(upstreams, plugin_config=config, manifests=manifests) as envoy:
         client = Client(envoy.port)
         for pin, release in ((("traffic", "test"), "canary"), (("x-canary", "never"), "primary")):
             response = client.get(PUBLIC, [pin])
@@ -114,3 +132,38 @@ def test_the_translation_refuses_header_operations_it_does_not_render():
     public["spec"]["http"][0]["headers"]["response"]["add"] = {RELEASE_HEADER: "canary"}
     with pytest.raises(ValueError, match=r"models/sklearn.http\[0\].headers: only headers.response.set is supported"):
         route_tables(manifests, gateways_of_plugin(manifests))
+
+
+def plain_http(upstreams: dict, manifests: list[dict], target_ports: dict[int, int] = ISTIOCTL_TARGET_PORTS) -> Envoy:
+    """The gateway's port-80 listener as Istio renders `manifests`: the filter only if the
+    WasmPlugin's match selects its port."""
+    table = route_table_serving(manifests, gateways_of_plugin(manifests), PUBLIC, "HTTP", target_ports)
+    return envoy_from_istio(upstreams, manifests=manifests, route_table=table)
+
+
+USERS = [[("traffic", "test")], [("x-canary", "never")]] + [[("x-user-id", f"user-{i}")] for i in range(20)]
+
+
+@pytest.mark.parametrize("target_ports", [ISTIOCTL_TARGET_PORTS, HELM_CHART_TARGET_PORTS],
+                         ids=["istioctl istio-ingressgateway", "istio/gateway chart"])
+def test_plain_http_on_the_public_host_redirects_to_the_public_host(upstreams, target_ports):
+    with plain_http(upstreams, MANIFESTS, target_ports) as envoy:
+        client = Client(envoy.port)
+        for headers in USERS:
+            response = client.get(PUBLIC, headers, path="/v1/models/sklearn:predict")
+            assert (response.status, response.response_header("location")) == (
+                301, [f"https://{PUBLIC}/v1/models/sklearn:predict"]), headers
+        for host in (PRIMARY_HOST, CANARY_HOST):
+            assert client.get(host).response_header("location") == [f"https://{host}/"]
+        assert envoy.stats("canary_split") == {}  # the filter is not on this listener
+
+
+def test_without_a_match_the_plugin_redirects_plain_http_to_a_release_host(upstreams):
+    # What the deployment shipped before: the plugin on every listener, port 80 included, where
+    # Envoy builds the redirect from the :authority the filter rewrote.
+    manifests = copy.deepcopy(MANIFESTS)
+    wasm_plugin(manifests)["spec"].pop("match")
+    with plain_http(upstreams, manifests) as envoy:
+        client = Client(envoy.port)
+        assert client.get(PUBLIC, [("traffic", "test")]).response_header("location") == [f"https://{CANARY_HOST}/"]
+        assert client.get(PUBLIC, [("x-canary", "never")]).response_header("location") == [f"https://{PRIMARY_HOST}/"]

@@ -1,7 +1,8 @@
 """The filter's stats, as Prometheus sees them: a real Prometheus scrapes the gateway's
 `/stats/prometheus` and the counts of a known mix of requests come back through its HTTP API,
-with host, release and reason as labels (Envoy extracts them from the stat names with the
-bootstrap's `stats_tags`, as Istio does with `extraStatTags`)."""
+with host, split_release and reason as labels (Envoy extracts them from the stat names with the
+bootstrap's `stats_tags`, as Istio does with `extraStatTags`). Also: the stats Istio's own stats
+matcher keeps, and what they look like without the tags."""
 
 import json
 
@@ -36,11 +37,11 @@ def gateway_and_prometheus(upstreams):
 
 def requests_by(prometheus: Prometheus, **labels) -> dict[tuple[str, str, str], int]:
     selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return {(s["metric"]["host"], s["metric"]["release"], s["metric"]["reason"]): int(float(s["value"][1]))
+    return {(s["metric"]["host"], s["metric"]["split_release"], s["metric"]["reason"]): int(float(s["value"][1]))
             for s in prometheus.query(f"canary_split_requests_total{{{selector}}}")}
 
 
-def test_a_known_mix_of_requests_is_counted_by_host_release_and_reason(gateway_and_prometheus):
+def test_a_known_mix_of_requests_is_counted_by_host_split_release_and_reason(gateway_and_prometheus):
     client, prometheus = gateway_and_prometheus
     sticky_users = [f"user-{n}" for n in range(40)]
     canary_users = 0
@@ -108,3 +109,52 @@ def test_the_dashboards_filter_queries_return_data(gateway_and_prometheus):
     assert len(queries) >= 4
     for query in queries:
         prometheus.wait_for(lambda: prometheus.query(query), what=f"no result for {query}")
+
+
+# The stats matcher Istio gives every proxy when nothing asks for more: the inclusion prefixes,
+# suffixes and regex it always adds (istio/istio pkg/bootstrap/config.go,
+# requiredEnvoyStatsMatcherInclusionPrefixes and the rest; the rbac suffixes only) and the ones its
+# bootstrap template lists (tools/packaging/common/envoy_bootstrap.json).
+ISTIO_PREFIXES = ["reporter=", "cluster_manager", "listener_manager", "server", "cluster.xds-grpc", "wasm",
+                  "component", "istio"]
+ISTIO_STATS_MATCHER = {"inclusion_list": {"patterns": (
+    [{"prefix": prefix} for prefix in ISTIO_PREFIXES]
+    + [{"suffix": suffix} for suffix in ("rbac.allowed", "rbac.denied", "shadow_allowed", "shadow_denied")]
+    + [{"safe_regex": {"regex": r"vhost\..*\.route\..*"}}])}}
+
+
+def prometheus_text(config: dict) -> str:
+    """The gateway's /stats/prometheus after one request pinned to the canary."""
+    with Envoy(config) as envoy:
+        Client(envoy.port).get(PUBLIC, [("traffic", "test")])
+        status, body = envoy.admin("/stats/prometheus")
+        assert status == 200
+        return body
+
+
+def gateway_config(upstreams, stats_config: dict) -> dict:
+    config = bootstrap(json.dumps(CONFIG), upstreams, split_routes(PUBLIC, None, None) + [catch_all_route()])
+    config["stats_config"] = stats_config
+    return config
+
+
+def test_istios_own_stats_matcher_keeps_the_filters_stats(upstreams):
+    """No proxyStatsMatcher is needed: Envoy stores Wasm stats as `wasmcustom.<name>`, and Istio
+    always keeps stats whose names start with `wasm`."""
+    tags = bootstrap(None, upstreams, [])["stats_config"]["stats_tags"]
+    kept = prometheus_text(gateway_config(upstreams, {"stats_tags": tags, "stats_matcher": ISTIO_STATS_MATCHER}))
+    counted = f'canary_split_requests_total{{host="{PUBLIC}",split_release="canary",reason="pin"}} 1'
+    assert counted in kept
+    # The matcher does drop what it does not include: without `wasm` the filter's stats are gone.
+    without_wasm = {"inclusion_list": {"patterns": [p for p in ISTIO_STATS_MATCHER["inclusion_list"]["patterns"]
+                                                    if p != {"prefix": "wasm"}]}}
+    dropped = prometheus_text(gateway_config(upstreams, {"stats_tags": tags, "stats_matcher": without_wasm}))
+    assert "canary_split_" not in dropped and "envoy_server_" in dropped
+
+
+def test_without_the_stats_tags_the_labels_end_up_in_metric_names(upstreams):
+    """What the filter's stats look like on a gateway without `extraStatTags`."""
+    text = prometheus_text(gateway_config(upstreams, {}))
+    assert not [line for line in text.splitlines() if line.startswith("canary_split_requests_total")]
+    name = f"host___{PUBLIC.replace('.', '_')}___split_release___canary___reason___pin___canary_split_requests_total"
+    assert f"\n{name}{{}} 1\n" in text

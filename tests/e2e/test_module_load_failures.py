@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from harness import (DECISION_HEADER, Client, Envoy, bootstrap, catch_all_route, publish_ecds, split_routes,
-                     write_ecds)
+from harness import (DECISION_HEADER, Client, Envoy, bootstrap, catch_all_route, istio_fetch_failure_stand_in,
+                     publish_ecds, split_routes, write_ecds)
 
 PUBLIC = "shop.example.com"
 POLICIES = ["FAIL_OPEN", "FAIL_CLOSED", "FAIL_RELOAD"]
@@ -100,19 +100,6 @@ def test_an_update_to_a_module_that_cannot_load_is_refused_and_the_filter_keeps_
         for _ in range(3):
             client.reconnect()  # new connections too, on every worker
             assert_routed_by_the_filter(client)
-
-
-def istio_fetch_failure_stand_in(fail_open: bool) -> dict:
-    """What Istio's agent publishes in the filter's place when it cannot fetch the module
-    (pkg/wasm/convert.go): an RBAC filter that allows everything for FAIL_OPEN, and one that denies
-    everything otherwise, FAIL_RELOAD included."""
-    rbac = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}
-    if fail_open:
-        rbac["rules_stat_prefix"] = "wasm-default-allow"
-    else:
-        rbac.update(rules={}, rules_stat_prefix="wasm-default-deny")  # a policy without rules denies all
-    return {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "name": "canary-split",
-            "typed_config": rbac}
 
 
 @pytest.mark.parametrize("fail_open", [True, False], ids=["FAIL_OPEN", "FAIL_CLOSE or FAIL_RELOAD"])

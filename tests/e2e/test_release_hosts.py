@@ -11,10 +11,9 @@ import time
 
 import pytest
 
-from harness import DECISION_HEADER, Envoy, bootstrap, catch_all_route, split_routes, wasm_failures
+from harness import CRASH_HEADER, DECISION_HEADER, Envoy, bootstrap, catch_all_route, split_routes, wasm_failures
 from pin_token import encode_keys, mint, new_key
 from test_pin_tokens import rejected_tokens
-from test_vm_crash import CRASH_HEADER, crash_module  # noqa: F401 (a fixture)
 
 KEYS_ENV = "CANARY_SPLIT_PIN_KEYS"
 KEY, KEY_UNKNOWN = new_key(b"release hosts"), new_key(b"unknown")

@@ -3,6 +3,7 @@ scraping it every second, two real upstreams and steady traffic. A healthy canar
 100 %; one that starts failing is rolled back to 0 within its step while pinned testers still
 reach it; a rollout that cannot be judged (no traffic, Prometheus gone) holds, then rolls back."""
 
+import json
 import os
 import pathlib
 import re
@@ -16,8 +17,9 @@ from rollout_rig import CLI, PUBLIC, Rig, WeightWatcher, ecds_weight, requests_t
 
 STEPS = "10,25,50,100"
 INTERVAL = 3.0
-# Loopback upstreams answer in about a millisecond, but a step's p95 rests on a few dozen requests
-# and one slow scheduling of this shared machine moves it tenfold: latency counts only above 100 ms.
+# Loopback upstreams answer in about a millisecond, but a step's mean rests on a few dozen requests
+# and one slow scheduling of this shared machine moves it many times over: latency counts only above
+# 100 ms.
 JUDGING = ["--interval", f"{INTERVAL:.0f}s", "--poll", "500ms", "--min-requests", "20", "--latency-floor", "100ms"]
 WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "wasmplugin.yaml"
 
@@ -63,6 +65,63 @@ def wait_for_status(rig, expected: str, *args: str, timeout: float = 15.0) -> st
         time.sleep(0.5)
 
 
+def masked(text: str) -> str:
+    """Text without its figures, which move between two runs of `status` under traffic."""
+    return re.sub(r"\s+", " ", re.sub(r"\d+(\.\d+)?", "#", text)).strip()
+
+
+def percent(number: float) -> str:
+    return f"{number:g} %"
+
+
+def alerts_text(alerts: list[dict]) -> str:
+    described = [f"{a['name']} ({a['state']} since {a['active_at'].split('.')[0].removesuffix('Z')}Z)"
+                 if a["active_at"] else f"{a['name']} ({a['state']})" for a in alerts]
+    return ", ".join(described) or "none"
+
+
+def assert_json_says_what_the_text_says(rig, *args: str) -> dict:
+    """`status --output json` has the README's shape, every key and no other, and the facts of the
+    text run just before it (figures compared without their digits: traffic goes on between the two)."""
+    text = rig.status(*args)
+    as_json = rig.status(*args, "--output", "json")
+    assert text.returncode == 0 and as_json.returncode == 0, text.stderr + as_json.stderr
+    status = json.loads(as_json.stdout)
+    assert set(status) == {"prometheus", "window_seconds", "preset", "config", "routes", "other_alerts"}
+    header = text.stdout.splitlines()[0]
+    assert header == (f"{status['prometheus']}, over the last {status['window_seconds']:g}s ({status['preset']} "
+                      f"preset), config {status['config']}")
+    (route,) = status["routes"]
+    assert set(route) == {"host", "configured_weight", "reported_weights", "requests", "releases", "alerts"}
+    shown = fields(text.stdout, route["host"])
+    assert shown["configured weight"] == percent(route["configured_weight"])
+    weights = sorted({percent(w) for w in route["reported_weights"]})
+    assert shown["filter reports"].startswith(f"{', '.join(weights)} ")
+    assert f" {len(route['reported_weights'])} gateway series" in shown["filter reports"]
+    by_release: dict[str, list[str]] = {}
+    for count in route["requests"]:
+        assert set(count) == {"release", "reason", "requests"}
+        by_release.setdefault(count["release"], []).append(f"{count['reason']} {count['requests']:.0f}")
+    assert masked(shown["requests by reason"]) == masked(
+        "; ".join(f"{release}: {', '.join(reasons)}" for release, reasons in by_release.items()))
+    releases = route["releases"]
+    assert set(releases) == {"label", "canary_share", "primary", "canary", "verdict"}
+    assert shown["release"].split()[-1] == releases["label"]
+    for role in ("primary", "canary"):
+        assert set(releases[role]) == {"name", "requests", "errors", "error_ratio", "mean_ms"}
+        assert shown[role].split()[-1] == releases[role]["name"]
+    verdict = releases["verdict"]
+    assert set(verdict) == {"outcome", "details"}
+    details = "; ".join(verdict["details"])
+    expected = {"pass": f"pass ({details})" if details else "pass", "fail": f"fail: {details}",
+                "hold": f"no verdict: {details}"}[verdict["outcome"]]
+    assert masked(shown["rollout verdict now"]) == masked(expected)
+    for alert in route["alerts"] + status["other_alerts"]:
+        assert set(alert) == {"name", "state", "active_at"}
+    assert shown["alerts"] == alerts_text(route["alerts"])
+    return status
+
+
 def test_a_healthy_canary_is_ramped_to_100(rig):
     traffic = rig.start_traffic()
     watcher = WeightWatcher(rig.ecds_path)
@@ -92,6 +151,11 @@ def test_a_healthy_canary_is_ramped_to_100(rig):
     assert re.fullmatch(r"primary: pin 0, sticky 0, random 0; canary: pin [1-9]\d*, sticky [1-9]\d*, random 0",
                         status["requests by reason"]), status["requests by reason"]
 
+    as_json = assert_json_says_what_the_text_says(rig, "--window", "2s", "--min-requests", "20")
+    (route,) = as_json["routes"]
+    assert (route["configured_weight"], route["reported_weights"]) == (100, [100])
+    assert route["releases"]["verdict"]["outcome"] == "pass"
+
 
 def test_a_canary_that_starts_failing_is_rolled_back_within_its_step(rig):
     canary = rig.upstreams["canary"]
@@ -120,6 +184,13 @@ def test_a_canary_that_starts_failing_is_rolled_back_within_its_step(rig):
     assert status["alerts"].startswith("CanaryHigherErrorRate (firing since ")
     assert status["rollout verdict now"].startswith("fail: canary error ratio ")
     assert status["canary"].split()[:2] != ["0", "0"]  # requests, and 5xx among them
+
+    as_json = assert_json_says_what_the_text_says(rig, "--window", "5s", "--min-requests", "20")
+    (route,) = as_json["routes"]
+    assert route["configured_weight"] == 0
+    assert route["releases"]["verdict"]["outcome"] == "fail"
+    assert route["releases"]["canary"]["errors"] > 0
+    assert (route["alerts"][0]["name"], route["alerts"][0]["state"]) == ("CanaryHigherErrorRate", "firing")
 
 
 def test_without_traffic_the_rollout_holds_then_rolls_back(rig):
@@ -187,7 +258,7 @@ def test_the_gitops_file_changes_by_one_line(rig, tmp_path):
     shipped, rolled = WASMPLUGIN.read_text().splitlines(), plugin.read_text().splitlines()
     assert len(shipped) == len(rolled)
     assert [(a, b) for a, b in zip(shipped, rolled) if a != b] == [
-        ("      canary_weight: 10", "      canary_weight: 100")]
+        ("      canary_weight: 0", "      canary_weight: 100")]
     assert yaml.safe_load(plugin.read_text())["spec"]["pluginConfig"]["routes"][0]["canary_weight"] == 100
 
 

@@ -1,7 +1,8 @@
 """What each Envoy failure policy does to the requests that follow a crash of the filter's VM.
 
 The filter must never panic, so the crash comes from a test-only build (cargo feature
-`crash-trigger`, built here into its own target dir; `make build` never enables it): a request
+`crash-trigger`, built by conftest's `crash_module` into its own target dir; `make build` never
+enables it): a request
 carrying CRASH_HEADER panics the VM, as a bug would. The gateway gets its config through ECDS, as
 Istio delivers it, so a config push can be shown to bring a failed filter back.
 
@@ -10,19 +11,15 @@ saw reaches primary (the public host's default route)."""
 
 import json
 import pathlib
-import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
-from harness import (DECISION_HEADER, ROOT, Client, Envoy, bootstrap, catch_all_route, split_routes, wasm_failures,
-                     write_ecds)
+from harness import (CRASH_HEADER, DECISION_HEADER, Client, Envoy, bootstrap, catch_all_route, split_routes,
+                     wasm_failures, write_ecds)
 
 PUBLIC = "shop.example.com"
-CRASH_HEADER = ("x-canary-split-test-crash", "1")
-CRASH_TARGET_DIR = ROOT / "target" / "crash-trigger"
 # Envoy's FAIL_RELOAD waits at least this long after a VM was loaded before it loads another
 # (ReloadConfig's default base interval; the wait is jittered up to 1.5 times it).
 RELOAD_BACKOFF_SECONDS = 1.0
@@ -30,18 +27,6 @@ RELOAD_BACKOFF_SECONDS = 1.0
 
 def config(weight: float) -> str:
     return json.dumps({"routes": [{"host": PUBLIC, "primary": {}, "canary": {}, "canary_weight": weight}]})
-
-
-@pytest.fixture(scope="module")
-def crash_module() -> pathlib.Path:
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1", "--features", "crash-trigger",
-                    "--target-dir", str(CRASH_TARGET_DIR)], cwd=ROOT, check=True, timeout=300)
-    # Through the same post-link pass as the shipped module, so Envoy calls the same callbacks.
-    module = CRASH_TARGET_DIR / "canary_split.wasm"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "post_link.py"),
-                    str(CRASH_TARGET_DIR / "wasm32-wasip1" / "release" / "canary_split.wasm"), str(module)],
-                   check=True, timeout=120)
-    return module
 
 
 class Gateway:
