@@ -35,6 +35,7 @@ KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
 DOCUMENTS = {doc["kind"]: doc for doc in yaml.safe_load_all(POLICY_FILE.read_text())}
 POLICY, BINDING = DOCUMENTS["ValidatingAdmissionPolicy"], DOCUMENTS["ValidatingAdmissionPolicyBinding"]
 PLUGIN = yaml.safe_load((ROOT / "istio" / "wasmplugin.yaml").read_text())
+GATEWAY_API_PLUGIN = yaml.safe_load((ROOT / "istio" / "gateway-api" / "wasmplugin.yaml").read_text())
 JOB_DOCUMENTS = {doc["kind"]: doc for doc in yaml.safe_load_all(JOB_FILE.read_text())}
 
 ENVIRONMENT = celpy.Environment()
@@ -45,11 +46,12 @@ def evaluate(expression: str, activation: dict):
     return program.evaluate({name: celpy.json_to_cel(value) for name, value in activation.items()})
 
 
-def admit(old: dict, new: dict, user: str = ROLLOUT_USER, policy: dict = POLICY) -> tuple[bool, list[str]]:
+def admit(old: dict, new: dict, user: str | None = None, policy: dict = POLICY) -> tuple[bool, list[str]]:
     """An UPDATE of the WasmPlugin `old` to `new` by `user`, as the API server runs the policy: the
     match conditions, then the variables, then every validation; an error refuses (failurePolicy
     Fail). Returns whether it is admitted, and the messages of the validations that refused it."""
     assert policy["spec"]["failurePolicy"] == "Fail"
+    user = user or f"system:serviceaccount:{new['metadata']['namespace']}:canary-split-rollout"
     request = {"operation": "UPDATE", "userInfo": {"username": user},
                "namespace": new["metadata"]["namespace"], "name": new["metadata"]["name"]}
     activation = {"object": new, "oldObject": old, "request": request}
@@ -89,8 +91,8 @@ def _plain(value):
     return str(value)
 
 
-def changed(edit) -> dict:
-    plugin = copy.deepcopy(PLUGIN)
+def changed(edit, plugin: dict = PLUGIN) -> dict:
+    plugin = copy.deepcopy(plugin)
     edit(plugin)
     return plugin
 
@@ -108,13 +110,14 @@ ALLOWED = {
 REFUSED = {
     "module-url": lambda p: p["spec"].update(url="oci://attacker.example.com/evil:1"),
     "module-sha256": lambda p: p["spec"].update(sha256="0" * 64),
-    "selector-dropped": lambda p: p["spec"].pop("selector"),
-    "selector-changed": lambda p: p["spec"]["selector"]["matchLabels"].update(istio="other"),
+    "attachment-dropped": lambda p: p["spec"].pop("selector" if "selector" in p["spec"] else "targetRefs"),
+    "attachment-added": lambda p: p["spec"].update(targetRefs=[{"group": "", "kind": "Service", "name": "x"}])
+    if "selector" in p["spec"] else p["spec"].update(selector={"matchLabels": {"app": "x"}}),
     "vm-env-added": lambda p: p["spec"]["vmConfig"]["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": "HOST"}),
     "vm-config-dropped": lambda p: p["spec"].pop("vmConfig"),
     "fail-strategy": lambda p: p["spec"].update(failStrategy="FAIL_CLOSE"),
     "phase": lambda p: p["spec"].update(phase="STATS"),
-    "new-spec-field": lambda p: p["spec"].update(match=[{"ports": [{"number": 443}]}]),
+    "new-spec-field": lambda p: p["spec"].update(imagePullSecret="attacker-registry"),
     "decision-header": lambda p: p["spec"]["pluginConfig"].update(decision_header="x-other"),
     "config-field-added": lambda p: p["spec"]["pluginConfig"].update(pin_keys_env="OTHER_KEYS"),
     "route-host": lambda p: route(p).update(host="other.example.com"),
@@ -132,20 +135,29 @@ REFUSED = {
 }
 
 
+# The plugin istio/ deploys (a selector, in istio-system) and the Gateway API one (targetRefs, in
+# the Gateway's namespace, where its rollout Job then runs).
+PLUGINS = {"istio": PLUGIN, "gateway-api": GATEWAY_API_PLUGIN}
+
+
+@pytest.mark.parametrize("plugin", list(PLUGINS.values()), ids=list(PLUGINS))
 @pytest.mark.parametrize("edit", list(ALLOWED.values()), ids=list(ALLOWED))
-def test_the_rollout_may_change_the_weight(edit):
-    assert admit(PLUGIN, changed(edit)) == (True, [])
+def test_the_rollout_may_change_the_weight(edit, plugin):
+    assert admit(plugin, changed(edit, plugin)) == (True, [])
 
 
+@pytest.mark.parametrize("plugin", list(PLUGINS.values()), ids=list(PLUGINS))
 @pytest.mark.parametrize("edit", list(REFUSED.values()), ids=list(REFUSED))
-def test_the_rollout_may_change_nothing_else(edit):
-    admitted, messages = admit(PLUGIN, changed(edit))
+def test_the_rollout_may_change_nothing_else(edit, plugin):
+    admitted, messages = admit(plugin, changed(edit, plugin))
     assert not admitted and messages
 
 
+@pytest.mark.parametrize("user", ["system:serviceaccount:istio-system:istiod", "system:serviceaccount:models:default",
+                                  "canary-split-rollout", "admin"])
 @pytest.mark.parametrize("edit", list(REFUSED.values()), ids=list(REFUSED))
-def test_other_users_are_left_to_rbac(edit):
-    assert admit(PLUGIN, changed(edit), user="system:serviceaccount:istio-system:istiod") == (True, [])
+def test_other_users_are_left_to_rbac(edit, user):
+    assert admit(PLUGIN, changed(edit), user=user) == (True, [])
 
 
 def test_two_routes_each_keep_all_but_their_weight():
@@ -196,12 +208,11 @@ def test_the_patches_the_cli_sends_are_admitted(tmp_path):
         assert admit(PLUGIN, patched) == (True, []), command
 
 
-def test_the_binding_enforces_the_policy_in_the_plugins_namespace():
+def test_the_binding_enforces_the_policy_everywhere():
     spec = BINDING["spec"]
     assert spec["policyName"] == POLICY["metadata"]["name"]
     assert spec["validationActions"] == ["Deny"]
-    assert spec["matchResources"]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": PLUGIN["metadata"]["namespace"]}
+    assert "matchResources" not in spec  # every namespace: the Gateway API plugin lives beside its Gateway
     (rule,) = POLICY["spec"]["matchConstraints"]["resourceRules"]
     assert (rule["apiGroups"], rule["resources"], rule["operations"]) == (
         [PLUGIN["apiVersion"].split("/")[0]], ["wasmplugins"], ["UPDATE"])
