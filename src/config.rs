@@ -23,13 +23,41 @@ pub const DEFAULT_DECISION_HEADER: &str = "x-canary-route";
 pub const DEFAULT_PIN_KEYS_ENV: &str = "CANARY_SPLIT_PIN_KEYS";
 /// Where the client's original `:authority` is kept when the filter rewrites it.
 pub const FORWARDED_HOST_HEADER: &str = "x-forwarded-host";
-/// Names `decision_header` cannot take: the filter writes the first, Envoy turns the second into
-/// `:authority`.
-const RESERVED_DECISION_HEADERS: &[&str] = &[FORWARDED_HOST_HEADER, "host"];
+/// Headers the filter or Envoy set themselves: `decision_header` cannot take their names.
+const SET_BY_THE_GATEWAY: &[&str] = &[
+    FORWARDED_HOST_HEADER,
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+/// Headers that carry the client's credentials: the filter removes the decision header from every
+/// request to a host it does not split, so naming one of these would strip them all.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+/// Headers that frame the HTTP message or the connection: overwriting or removing one breaks the
+/// request.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "expect",
+    "trailer",
+];
 
 /// The fields each object of the config may have, in the order the types declare them;
 /// `filter-config/schema.json` must list the same (tests compare both with what serde accepts).
-pub const CONFIG_FIELDS: &[&str] = &["decision_header", "decision_values", "pin_keys_env", "routes"];
+pub const CONFIG_FIELDS: &[&str] = &[
+    "decision_header",
+    "decision_values",
+    "pin_keys_env",
+    "max_token_ttl_seconds",
+    "routes",
+];
 pub const DECISION_VALUES_FIELDS: &[&str] = &["primary", "canary"];
 pub const ROUTE_FIELDS: &[&str] = &[
     "host",
@@ -41,6 +69,7 @@ pub const ROUTE_FIELDS: &[&str] = &[
     "salt",
     "x_forwarded_host",
     "guard",
+    "release_hosts",
 ];
 pub const TARGET_FIELDS: &[&str] = &["host"];
 pub const PIN_RULE_FIELDS: &[&str] = &["header", "cookie", "token", "value", "to"];
@@ -173,6 +202,38 @@ pub struct Route {
     pub pin_keys: PinKeys,
     /// Takes a failing canary out of the split (`guard`); none when the route has no guard.
     pub guard: Option<GuardConfig>,
+    /// The longest a token may still be valid for when it is presented, in seconds (the config's
+    /// `max_token_ttl_seconds`); `None`: no limit.
+    pub max_token_ttl_seconds: Option<u64>,
+    /// Who may send requests straight to the releases' own hosts.
+    pub release_hosts: ReleaseHosts,
+    /// The distinct cookie names its rules read, so a request's cookies are parsed once for all.
+    pub cookie_names: Vec<String>,
+}
+
+/// Who may reach a route's release hosts (`primary.host`, `canary.host`) directly, without
+/// going through the public host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ReleaseHosts {
+    /// Anyone who knows the name (the gateway's routes decide).
+    #[default]
+    Open,
+    /// Only a request carrying a valid pin token (of the route's token pins) for that release;
+    /// the filter answers any other with 403.
+    Token,
+}
+
+impl TryFrom<String> for ReleaseHosts {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "open" => Ok(ReleaseHosts::Open),
+            "token" => Ok(ReleaseHosts::Token),
+            other => Err(format!("{other:?} is not \"open\" or \"token\"")),
+        }
+    }
 }
 
 impl Route {
@@ -192,6 +253,30 @@ impl Route {
     fn first_token_rule(&self) -> Option<usize> {
         self.pins.iter().position(|pin| matches!(pin, PinRule::Token { .. }))
     }
+
+    /// The headers its token pins read, which the filter removes once it has read them: a
+    /// token is for the gateway, not for the release's backend.
+    pub fn token_headers(&self) -> impl Iterator<Item = &str> {
+        self.pins.iter().filter_map(|pin| match pin {
+            PinRule::Token {
+                source: KeySource::Header(name),
+            } => Some(name.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Every distinct cookie name the pins and the sticky key read, in rule order.
+fn cookie_names(pins: &[PinRule], sticky: Option<&KeySource>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for source in pins.iter().map(PinRule::source).chain(sticky) {
+        if let KeySource::Cookie(name) = source {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
 }
 
 /// A validated configuration, ready for the request path.
@@ -205,7 +290,13 @@ pub struct Config {
     pub pin_keys_env: String,
     pub routes: Vec<Route>,
     route_by_host: HashMap<Vec<u8>, usize>,
+    /// The release hosts (without port) of routes with `"release_hosts": "token"`, and which
+    /// route's release each is; a host may serve several.
+    protected_release_hosts: ReleasesByHost,
 }
+
+/// Release hosts (lower case, without port) and the (route index, release) each serves.
+type ReleasesByHost = HashMap<Vec<u8>, Vec<(usize, Variant)>>;
 
 impl Config {
     /// Parses and validates the filter's JSON configuration, as the filter does: token pins take
@@ -259,7 +350,7 @@ impl Config {
 
     /// The checks that span routes, on a config whose every field is valid.
     fn new(fields: ConfigFields) -> Result<Config, ConfigError> {
-        let Array(routes) = fields.routes;
+        let Array(mut routes) = fields.routes;
         let mut route_by_host = HashMap::with_capacity(routes.len());
         for (index, route) in routes.iter().enumerate() {
             if let Some(first) = route_by_host.insert(route.host.as_bytes().to_vec(), index) {
@@ -269,16 +360,24 @@ impl Config {
                 });
             }
         }
+        let decision_header = fields
+            .decision_header
+            .map_or_else(|| DEFAULT_DECISION_HEADER.to_owned(), |DecisionHeader(name)| name);
+        refuse_rule_headers_named(&routes, &decision_header)?;
+        let max_token_ttl_seconds = fields.max_token_ttl_seconds.map(|MaxTokenTtl(seconds)| seconds);
+        for route in &mut routes {
+            route.max_token_ttl_seconds = max_token_ttl_seconds;
+        }
+        let protected_release_hosts = protected_release_hosts(&routes, &route_by_host)?;
         Ok(Config {
-            decision_header: fields
-                .decision_header
-                .map_or_else(|| DEFAULT_DECISION_HEADER.to_owned(), |DecisionHeader(name)| name),
+            decision_header,
             decision_values: fields.decision_values.unwrap_or_default(),
             pin_keys_env: fields
                 .pin_keys_env
                 .map_or_else(|| DEFAULT_PIN_KEYS_ENV.to_owned(), |EnvVarName(name)| name),
             routes,
             route_by_host,
+            protected_release_hosts,
         })
     }
 
@@ -298,6 +397,86 @@ impl Config {
         let host = authority::normalized_host(authority, &mut buffer)?;
         self.route_by_host.get(host).copied()
     }
+
+    /// For an `:authority` that is a protected release host (`"release_hosts": "token"`), the
+    /// routes and releases it serves, matched as `route_index` matches public hosts.
+    pub fn protected_release(&self, authority: &[u8]) -> Option<&[(usize, Variant)]> {
+        if self.protected_release_hosts.is_empty() {
+            return None;
+        }
+        let mut buffer = [0; MAX_HOST_LEN];
+        let host = authority::normalized_host(authority, &mut buffer)?;
+        self.protected_release_hosts.get(host).map(Vec::as_slice)
+    }
+}
+
+/// A rule that reads the decision header would read what the filter itself wrote (split hosts) or
+/// nothing (it removes the header elsewhere): refused, naming the rule.
+fn refuse_rule_headers_named(routes: &[Route], decision_header: &str) -> Result<(), ConfigError> {
+    let problem = || {
+        format!("{decision_header:?} is the decision header, which the filter overwrites on split hosts and removes on others")
+    };
+    for (index, route) in routes.iter().enumerate() {
+        for (rule, pin) in route.pins.iter().enumerate() {
+            let field = match pin {
+                PinRule::Value { .. } => "header",
+                PinRule::Token { .. } => "token.header",
+            };
+            if matches!(pin.source(), KeySource::Header(name) if name == decision_header) {
+                return Err(ConfigError {
+                    path: format!("routes[{index}].pin[{rule}].{field}"),
+                    problem: problem(),
+                });
+            }
+        }
+        if matches!(&route.sticky, Some(KeySource::Header(name)) if name == decision_header) {
+            return Err(ConfigError {
+                path: format!("routes[{index}].sticky.header"),
+                problem: problem(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The release hosts the routes with `"release_hosts": "token"` protect. A protected host must
+/// not be a public host the filter splits: that request would be split, never checked.
+fn protected_release_hosts(
+    routes: &[Route],
+    route_by_host: &HashMap<Vec<u8>, usize>,
+) -> Result<ReleasesByHost, ConfigError> {
+    let mut protected = ReleasesByHost::new();
+    for (index, route) in routes.iter().enumerate() {
+        if route.release_hosts != ReleaseHosts::Token {
+            continue;
+        }
+        let mut any = false;
+        for variant in [Variant::Primary, Variant::Canary] {
+            let Some(target_host) = &route.target(variant).host else {
+                continue;
+            };
+            any = true;
+            let mut buffer = [0; MAX_HOST_LEN];
+            let host = authority::normalized_host(target_host.as_bytes(), &mut buffer).unwrap_or_default();
+            if let Some(split) = route_by_host.get(host) {
+                return Err(ConfigError {
+                    path: format!("routes[{index}].{}.host", variant.as_str()),
+                    problem: format!(
+                        "{target_host:?} is the host of routes[{split}], which the filter splits: it cannot also be a protected release host"
+                    ),
+                });
+            }
+            protected.entry(host.to_vec()).or_default().push((index, variant));
+        }
+        if !any {
+            return Err(ConfigError {
+                path: format!("routes[{index}].release_hosts"),
+                problem: "\"token\" protects the releases' own hosts, but neither primary nor canary has a host"
+                    .to_owned(),
+            });
+        }
+    }
+    Ok(protected)
 }
 
 /// A configuration problem: where (`routes[0].pin[1].to`) and what.
@@ -459,6 +638,7 @@ struct ConfigFields {
     decision_header: Option<DecisionHeader>,
     decision_values: Option<DecisionValues>,
     pin_keys_env: Option<EnvVarName>,
+    max_token_ttl_seconds: Option<MaxTokenTtl>,
     routes: Array<Route>,
 }
 
@@ -521,6 +701,7 @@ struct RouteFields {
     salt: Option<NonEmpty>,
     x_forwarded_host: Option<bool>,
     guard: Option<GuardConfig>,
+    release_hosts: Option<ReleaseHosts>,
 }
 
 impl TryFrom<Object<RouteFields>> for Route {
@@ -540,18 +721,22 @@ impl TryFrom<Object<RouteFields>> for Route {
                 ));
             }
         }
+        let pins = fields.pin.map_or_else(Vec::new, |Array(pins)| pins);
         Ok(Route {
             salt: fields.salt.map_or_else(|| host.clone(), |NonEmpty(salt)| salt),
             host,
             primary: fields.primary,
             canary: fields.canary,
             canary_basis_points: fields.canary_weight.0,
-            pins: fields.pin.map_or_else(Vec::new, |Array(pins)| pins),
+            cookie_names: cookie_names(&pins, sticky.as_ref()),
+            pins,
             sticky,
             assign,
             x_forwarded_host: fields.x_forwarded_host.unwrap_or(false),
             pin_keys: PinKeys::default(),
             guard: fields.guard,
+            max_token_ttl_seconds: None,
+            release_hosts: fields.release_hosts.unwrap_or_default(),
         })
     }
 }
@@ -807,19 +992,33 @@ impl TryFrom<NonEmpty> for HeaderName {
     }
 }
 
-/// A header name the filter may write its decision to.
+/// A header name the filter may write its decision to: on split hosts it overwrites the header,
+/// on every other host it removes it, so it must be a header no one else relies on.
 #[derive(Deserialize)]
-#[serde(try_from = "HeaderName")]
+#[serde(try_from = "NonEmpty")]
 struct DecisionHeader(String);
 
-impl TryFrom<HeaderName> for DecisionHeader {
+impl TryFrom<NonEmpty> for DecisionHeader {
     type Error = String;
 
-    fn try_from(HeaderName(name): HeaderName) -> Result<Self, String> {
-        if RESERVED_DECISION_HEADERS.contains(&name.as_str()) {
-            return Err(format!("{name:?} is a header the filter or Envoy sets itself"));
+    fn try_from(NonEmpty(name): NonEmpty) -> Result<Self, String> {
+        if name.starts_with(':') {
+            return Err(format!("{name:?} is a pseudo-header, which Envoy owns"));
         }
-        Ok(DecisionHeader(name))
+        let HeaderName(name) = HeaderName::try_from(NonEmpty(name))?;
+        let name_is = |names: &[&str]| names.contains(&name.as_str());
+        let problem = if name_is(SET_BY_THE_GATEWAY) {
+            "is a header the filter or Envoy sets itself"
+        } else if name_is(CREDENTIAL_HEADERS) {
+            "carries the client's credentials, which the filter would remove from every request to a host it does not split"
+        } else if name_is(FRAMING_HEADERS) {
+            "frames the HTTP message or connection: overwriting or removing it breaks requests"
+        } else if name.starts_with("x-envoy-") {
+            "is an x-envoy- header, which Envoy reads to route, retry and time out requests"
+        } else {
+            return Ok(DecisionHeader(name));
+        };
+        Err(format!("{name:?} {problem}"))
     }
 }
 
@@ -847,12 +1046,66 @@ impl TryFrom<NonEmpty> for EnvVarName {
     type Error = String;
 
     fn try_from(NonEmpty(name): NonEmpty) -> Result<Self, String> {
+        // The refusal reaches Envoy's log: a key pasted here by mistake must not.
+        if looks_like_keys(&name) {
+            return Err(
+                "looks like a key, not the name of the variable that holds the keys (the value is not shown)"
+                    .to_owned(),
+            );
+        }
         let valid = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
             return Err(format!("{name:?} is not a valid environment variable name"));
         }
         Ok(EnvVarName(name))
+    }
+}
+
+/// Whether a value reads as a key list (see `pin_token`): base64 punctuation no variable name
+/// has, or a run of base64 long enough to be a key.
+fn looks_like_keys(value: &str) -> bool {
+    value.contains(['+', '/', '=', ','])
+        || value
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|run| run.len() >= 32)
+}
+
+/// `max_token_ttl_seconds`: a whole number of seconds, at least 1.
+#[derive(Deserialize)]
+#[serde(try_from = "Seconds")]
+struct MaxTokenTtl(u64);
+
+impl TryFrom<Seconds> for MaxTokenTtl {
+    type Error = &'static str;
+
+    fn try_from(Seconds(seconds): Seconds) -> Result<Self, Self::Error> {
+        if seconds == 0 {
+            return Err("must be at least 1 (omit it for no limit)");
+        }
+        Ok(MaxTokenTtl(seconds))
+    }
+}
+
+/// A JSON number that is a whole, non-negative count of seconds.
+struct Seconds(u64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecondsVisitor;
+        impl Visitor<'_> for SecondsVisitor {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a whole number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v).map_err(|_| E::invalid_type(de::Unexpected::Signed(v), &self))
+            }
+        }
+        deserializer.deserialize_u64(SecondsVisitor).map(Seconds)
     }
 }
 
@@ -1525,7 +1778,7 @@ mod tests {
             ("[]".into(), "config: expected an object, found an array"),
             ("{}".into(), "routes: missing"),
             (r#"{"routes": {}}"#.into(), "routes: expected an array, found an object"),
-            (r#"{"routes": [], "decision_heder": "x"}"#.into(), "decision_heder: unknown field (expected one of: decision_header, decision_values, pin_keys_env, routes)"),
+            (r#"{"routes": [], "decision_heder": "x"}"#.into(), "decision_heder: unknown field (expected one of: decision_header, decision_values, pin_keys_env, max_token_ttl_seconds, routes)"),
             (r#"{"routes": [], "decision_values": {"canary": "a b"}}"#.into(), "decision_values.canary: \"a b\" is not a valid decision value (1 to 128 visible ASCII characters, no spaces)"),
             (r#"{"routes": [], "decision_values": {"primary": "caf\u00e9"}}"#.into(), "decision_values.primary: \"café\" is not a valid decision value (1 to 128 visible ASCII characters, no spaces)"),
             (format!(r#"{{"routes": [], "decision_values": {{"canary": "{}"}}}}"#, "x".repeat(129)), "decision_values.canary: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\" is not a valid decision value (1 to 128 visible ASCII characters, no spaces)"),
@@ -1544,7 +1797,7 @@ mod tests {
             (r#"{"routes": [], "decision_header": "X-Forwarded-Host"}"#.into(), "decision_header: \"x-forwarded-host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [], "decision_header": "host"}"#.into(), "decision_header: \"host\" is a header the filter or Envoy sets itself"),
             (r#"{"routes": [7]}"#.into(), "routes[0]: expected an object, found the number 7"),
-            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, x_forwarded_host, guard)"),
+            (route_with(r#""canary_weigth": 5"#), "routes[0].canary_weigth: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, x_forwarded_host, guard, release_hosts)"),
             (route_with("").replace("10", "150"), "routes[0].canary_weight: 150 is not in 0..=100"),
             (route_with("").replace("10", "-1"), "routes[0].canary_weight: -1 is not in 0..=100"),
             (route_with("").replace("10", "12.345"), "routes[0].canary_weight: 12.345 is finer than the resolution of 0.01 (one basis point)"),
@@ -1610,6 +1863,27 @@ mod tests {
             (route_with("").replace("10", "true"), "routes[0].canary_weight: expected a number from 0 to 100, found true"),
             (route_with("").replace("10", "1e3"), "routes[0].canary_weight: 1000.0 is not in 0..=100"),
             (r#"{"routes": [7], "x": "#.into(), "config: is not valid JSON: EOF while parsing a value at line 1 column 21"),
+            (r#"{"routes": [], "decision_header": "Authorization"}"#.into(), "decision_header: \"authorization\" carries the client's credentials, which the filter would remove from every request to a host it does not split"),
+            (r#"{"routes": [], "decision_header": "cookie"}"#.into(), "decision_header: \"cookie\" carries the client's credentials, which the filter would remove from every request to a host it does not split"),
+            (r#"{"routes": [], "decision_header": "content-length"}"#.into(), "decision_header: \"content-length\" frames the HTTP message or connection: overwriting or removing it breaks requests"),
+            (r#"{"routes": [], "decision_header": "Transfer-Encoding"}"#.into(), "decision_header: \"transfer-encoding\" frames the HTTP message or connection: overwriting or removing it breaks requests"),
+            (r#"{"routes": [], "decision_header": "te"}"#.into(), "decision_header: \"te\" frames the HTTP message or connection: overwriting or removing it breaks requests"),
+            (r#"{"routes": [], "decision_header": "x-envoy-upstream-rq-timeout-ms"}"#.into(), "decision_header: \"x-envoy-upstream-rq-timeout-ms\" is an x-envoy- header, which Envoy reads to route, retry and time out requests"),
+            (r#"{"routes": [], "decision_header": ":authority"}"#.into(), "decision_header: \":authority\" is a pseudo-header, which Envoy owns"),
+            (r#"{"routes": [], "decision_header": "x-forwarded-for"}"#.into(), "decision_header: \"x-forwarded-for\" is a header the filter or Envoy sets itself"),
+            (route_with(r#""pin": [{"header": "X-Canary-Route", "value": "canary", "to": "canary"}]"#), "routes[0].pin[0].header: \"x-canary-route\" is the decision header, which the filter overwrites on split hosts and removes on others"),
+            (route_with(r#""pin": [{"token": {"header": "x-canary-route"}}]"#), "routes[0].pin[0].token.header: \"x-canary-route\" is the decision header, which the filter overwrites on split hosts and removes on others"),
+            (route_with(r#""sticky": {"header": "x-canary-route"}"#), "routes[0].sticky.header: \"x-canary-route\" is the decision header, which the filter overwrites on split hosts and removes on others"),
+            (route_with(r#""sticky": {"header": "x-user"}"#).replace(r#"{"routes""#, r#"{"decision_header": "X-User", "routes""#), "routes[0].sticky.header: \"x-user\" is the decision header, which the filter overwrites on split hosts and removes on others"),
+            (r#"{"routes": [], "pin_keys_env": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}"#.into(), "pin_keys_env: looks like a key, not the name of the variable that holds the keys (the value is not shown)"),
+            (r#"{"routes": [], "pin_keys_env": "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s"}"#.into(), "pin_keys_env: looks like a key, not the name of the variable that holds the keys (the value is not shown)"),
+            (r#"{"routes": [], "pin_keys_env": "KEY1,KEY2"}"#.into(), "pin_keys_env: looks like a key, not the name of the variable that holds the keys (the value is not shown)"),
+            (r#"{"routes": [], "max_token_ttl_seconds": 0}"#.into(), "max_token_ttl_seconds: must be at least 1 (omit it for no limit)"),
+            (r#"{"routes": [], "max_token_ttl_seconds": -5}"#.into(), "max_token_ttl_seconds: expected a whole number of seconds, found the number -5"),
+            (r#"{"routes": [], "max_token_ttl_seconds": "1h"}"#.into(), "max_token_ttl_seconds: expected a whole number of seconds, found the string \"1h\""),
+            (route_with(r#""release_hosts": "closed""#), "routes[0].release_hosts: \"closed\" is not \"open\" or \"token\""),
+            (route_with(r#""release_hosts": "token""#), "routes[0].release_hosts: \"token\" protects the releases' own hosts, but neither primary nor canary has a host"),
+            (format!(r#"{{"routes": [{}, {}]}}"#, r#"{"host": "a.example.com", "primary": {}, "canary": {"host": "B.example.com:8080"}, "canary_weight": 1, "release_hosts": "token"}"#, r#"{"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 1}"#), "routes[0].canary.host: \"b.example.com:8080\" is the host of routes[1], which the filter splits: it cannot also be a protected release host"),
         ];
         for (json, expected) in cases {
             assert_eq!(error_of(json), *expected, "config: {json}");

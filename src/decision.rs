@@ -1,6 +1,9 @@
 //! The decision: which variant a request goes to, and why. A pure function of the route and
 //! what the request carries; the glue supplies the request through [`RequestView`].
 
+use std::cell::Cell;
+use std::ops::Range;
+
 use crate::config::{KeySource, PinRule, Route, Variant};
 use crate::cookie;
 use crate::pin_token::TokenRejection;
@@ -74,20 +77,19 @@ fn decide_with(
     random_bucket: impl FnOnce() -> u16,
     new_key: Option<impl FnOnce() -> String>,
 ) -> (Decision, Option<String>) {
-    let mut values = RequestValues::new(request);
+    let mut values = RequestValues::new(request, &route.cookie_names);
+    let clock = Cell::new(None);
     let mut rejected_tokens = Vec::new();
     for (rule, pin) in route.pins.iter().enumerate() {
         let pinned_to = match pin {
             PinRule::Value { source, value, to } => (values.read(source) == Some(&value[..])).then_some(*to),
-            PinRule::Token { source } => match values.read(source).filter(|token| !token.is_empty()) {
+            PinRule::Token { source } => match verify_token(route, &mut values, &clock, source) {
                 None => None,
-                Some(token) => match route.pin_keys.verify(token, &route.host, || request.unix_time()) {
-                    Ok(verified) => Some(verified.release),
-                    Err(reason) => {
-                        rejected_tokens.push(RejectedToken { rule, reason });
-                        None
-                    }
-                },
+                Some(Ok(release)) => Some(release),
+                Some(Err(reason)) => {
+                    rejected_tokens.push(RejectedToken { rule, reason });
+                    None
+                }
             },
         };
         if let Some(variant) = pinned_to {
@@ -131,21 +133,82 @@ fn decide_with(
     (decision, assigned_key)
 }
 
+/// The release a token in `source` pins, or why it does not; `None` without a token. The
+/// clock is read at most once per request, and only for a token whose MAC verifies.
+fn verify_token<'c, R: RequestView>(
+    route: &Route,
+    values: &mut RequestValues<'c, '_, R>,
+    clock: &Cell<Option<u64>>,
+    source: &'c KeySource,
+) -> Option<Result<Variant, TokenRejection>> {
+    let request = values.request;
+    let token = values.read(source).filter(|token| !token.is_empty())?;
+    let now = || match clock.get() {
+        Some(now) => now,
+        None => {
+            let now = request.unix_time();
+            clock.set(Some(now));
+            now
+        }
+    };
+    Some(
+        route
+            .pin_keys
+            .verify_within(token, &route.host, now, route.max_token_ttl_seconds)
+            .map(|verified| verified.release),
+    )
+}
+
+/// Whether a request sent straight to the host of `release` of `route` (protected with
+/// `"release_hosts": "token"`) may pass: the token pin rule whose token verifies for that
+/// release, or every token passed over (none: the request carried no token).
+pub fn admit_to_release(
+    route: &Route,
+    release: Variant,
+    request: &impl RequestView,
+) -> Result<usize, Vec<RejectedToken>> {
+    let mut values = RequestValues::new(request, &route.cookie_names);
+    let clock = Cell::new(None);
+    let mut rejected_tokens = Vec::new();
+    for (rule, pin) in route.pins.iter().enumerate() {
+        let PinRule::Token { source } = pin else {
+            continue;
+        };
+        match verify_token(route, &mut values, &clock, source) {
+            Some(Ok(named)) if named == release => return Ok(rule),
+            // Genuine, but for the other release: no entry to this one.
+            Some(Ok(_)) | None => {}
+            Some(Err(reason)) => rejected_tokens.push(RejectedToken { rule, reason }),
+        }
+    }
+    Err(rejected_tokens)
+}
+
 /// What the decision has read from a request so far: each header, the cookies and the client
 /// address are fetched at most once, however many rules look at them (the client address is a
-/// host call, and joining cookies allocates).
+/// host call, and joining cookies allocates). The cookies are parsed once, for the names the
+/// route reads: a rule per name never rescans a large `Cookie` header.
 struct RequestValues<'c, 'r, R> {
     request: &'r R,
     headers: Vec<(&'c str, Option<Vec<u8>>)>,
-    cookies: Option<Option<Vec<u8>>>,
+    /// The route's cookie names, and once read, the joined cookies with where each name's value is.
+    cookie_names: &'c [String],
+    cookies: Option<Option<ParsedCookies>>,
     client_address: Option<Option<Vec<u8>>>,
 }
 
+struct ParsedCookies {
+    joined: Vec<u8>,
+    /// By position in `cookie_names`.
+    values: Vec<Option<Range<usize>>>,
+}
+
 impl<'c, 'r, R: RequestView> RequestValues<'c, 'r, R> {
-    fn new(request: &'r R) -> Self {
+    fn new(request: &'r R, cookie_names: &'c [String]) -> Self {
         RequestValues {
             request,
             headers: Vec::new(),
+            cookie_names,
             cookies: None,
             client_address: None,
         }
@@ -165,8 +228,17 @@ impl<'c, 'r, R: RequestView> RequestValues<'c, 'r, R> {
                 self.headers.get(index)?.1.as_deref()
             }
             KeySource::Cookie(name) => {
-                let cookies = self.cookies.get_or_insert_with(|| request.cookies());
-                cookie::find(cookies.as_deref()?, name.as_bytes())
+                let names = self.cookie_names;
+                let cookies = self.cookies.get_or_insert_with(|| {
+                    request.cookies().map(|joined| ParsedCookies {
+                        values: cookie::collect(&joined, names),
+                        joined,
+                    })
+                });
+                let cookies = cookies.as_ref()?;
+                let position = names.iter().position(|known| known == name)?;
+                let range = cookies.values.get(position)?.clone()?;
+                cookies.joined.get(range)
             }
             KeySource::ClientAddress => {
                 let address = self.client_address.get_or_insert_with(|| request.client_address());
@@ -783,5 +855,121 @@ mod tests {
                 },
             );
         }
+    }
+
+    /// `token_route` with `max_token_ttl_seconds` and the canary on a protected host of its own.
+    fn guarded_route(max_ttl: u64) -> Route {
+        let json = format!(
+            r#"{{"max_token_ttl_seconds": {max_ttl}, "routes": [{{"host": "a.example.com",
+                "primary": {{"host": "a-primary.example.com"}}, "canary": {{"host": "a-canary.example.com"}},
+                "canary_weight": 0, "release_hosts": "token",
+                "pin": [{{"token": {{"header": "x-canary-token"}}}}, {{"token": {{"cookie": "canary-token"}}}}]}}]}}"#
+        );
+        let config = Config::from_json_with_env(json.as_bytes(), |_| Some(KEY.to_owned())).expect("valid");
+        config.routes.into_iter().next().expect("one route")
+    }
+
+    #[test]
+    fn a_token_valid_for_longer_than_the_maximum_lifetime_does_not_pin() {
+        let route = guarded_route(3_600);
+        let within = at_now().with("x-canary-token", &token("a.example.com", Variant::Canary, NOW + 3_600));
+        assert_eq!(decide(&route, &within, || 9_999).variant, Variant::Canary);
+        let too_long = at_now().with("x-canary-token", &token("a.example.com", Variant::Canary, NOW + 3_601));
+        let decision = decide(&route, &too_long, || 9_999);
+        assert_eq!(decision.variant, Variant::Primary);
+        assert_eq!(
+            decision.rejected_tokens,
+            [RejectedToken {
+                rule: 0,
+                reason: TokenRejection::TooLong {
+                    expiry: NOW + 3_601,
+                    max_ttl_seconds: 3_600
+                }
+            }]
+        );
+        // Without the limit the same token pins.
+        assert_eq!(decide(&token_route("0"), &too_long, || 9_999).variant, Variant::Canary);
+    }
+
+    #[test]
+    fn the_clock_is_read_once_for_several_tokens() {
+        let route = guarded_route(60);
+        let long = token("a.example.com", Variant::Canary, NOW + 600);
+        let request = at_now()
+            .with("x-canary-token", &long)
+            .with("cookie", &[b"canary-token=", &long[..]].concat());
+        assert_eq!(decide(&route, &request, || 9_999).rejected_tokens.len(), 2);
+        assert_eq!(request.reads.borrow().iter().filter(|read| *read == "clock").count(), 1);
+    }
+
+    #[test]
+    fn a_release_host_admits_only_a_valid_token_for_that_release() {
+        let route = guarded_route(3_600);
+        let canary = token("a.example.com", Variant::Canary, NOW + 60);
+        let with_header = at_now().with("x-canary-token", &canary);
+        assert_eq!(admit_to_release(&route, Variant::Canary, &with_header), Ok(0));
+        let in_cookie = at_now().with("cookie", &[b"x=1; canary-token=", &canary[..]].concat());
+        assert_eq!(admit_to_release(&route, Variant::Canary, &in_cookie), Ok(1));
+        // A genuine canary token does not open primary's host.
+        assert_eq!(admit_to_release(&route, Variant::Primary, &with_header), Err(vec![]));
+        assert_eq!(admit_to_release(&route, Variant::Canary, &at_now()), Err(vec![]));
+        // A plain pin value is no way in.
+        let plain = at_now().with("traffic", b"test").with("x-canary-token", b"test");
+        assert_eq!(
+            admit_to_release(&route, Variant::Canary, &plain),
+            Err(vec![RejectedToken {
+                rule: 0,
+                reason: TokenRejection::Malformed
+            }])
+        );
+        for (bad, reason) in [
+            (
+                token("a.example.com", Variant::Canary, NOW),
+                TokenRejection::Expired { expiry: NOW },
+            ),
+            (
+                token("a-canary.example.com", Variant::Canary, NOW + 60),
+                TokenRejection::BadSignature,
+            ),
+            (
+                token("a.example.com", Variant::Canary, NOW + 7_200),
+                TokenRejection::TooLong {
+                    expiry: NOW + 7_200,
+                    max_ttl_seconds: 3_600,
+                },
+            ),
+        ] {
+            let request = at_now().with("x-canary-token", &bad);
+            assert_eq!(
+                admit_to_release(&route, Variant::Canary, &request),
+                Err(vec![RejectedToken { rule: 0, reason }])
+            );
+        }
+    }
+
+    #[test]
+    fn many_cookie_rules_read_their_cookies_from_one_parse() {
+        let route = route(
+            r#"{"host": "a", "primary": {}, "canary": {}, "canary_weight": 0,
+                "pin": [{"cookie": "p1", "value": "x", "to": "canary"}, {"cookie": "p2", "value": "x", "to": "canary"},
+                        {"cookie": "p1", "value": "y", "to": "canary"}, {"cookie": "p3", "value": "\"q\"", "to": "canary"}],
+                "sticky": {"cookie": "uid"}}"#,
+        );
+        assert_eq!(route.cookie_names, ["p1", "p2", "p3", "uid"]);
+        let filler = "f=".to_owned() + &"v".repeat(100);
+        let mut cookies = vec![filler.as_str(); 500];
+        cookies.extend(["p2=no", "p1=y", "p1=x", "uid = bob "]);
+        let request = FakeRequest::default().with("cookie", cookies.join("; ").as_bytes());
+        // The first p1 (y) decides: rule 2.
+        assert_eq!(decide(&route, &request, no_random).reason, Reason::Pinned { rule: 2 });
+        let request = FakeRequest::default().with("cookie", b"uid=bob; p3=\"q\"");
+        assert_eq!(
+            decide(&route, &request, no_random).reason,
+            Reason::Sticky {
+                bucket: sticky_hash::bucket(b"a", b"bob")
+            }
+        );
+        let request = FakeRequest::default().with("cookie", b"uid=bob; p3=\"\"q\"\"");
+        assert_eq!(decide(&route, &request, no_random).reason, Reason::Pinned { rule: 3 });
     }
 }

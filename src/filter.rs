@@ -13,8 +13,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::config::{Config, Variant, FORWARDED_HOST_HEADER};
-use crate::decision::{decide_assigning, RequestView};
+use crate::config::{Config, Route, Variant, FORWARDED_HOST_HEADER};
+use crate::decision::{admit_to_release, decide_assigning, RequestView};
 use crate::guard_host::{Guards, Judged, OnRequest};
 use crate::metrics::{self, Stats};
 use crate::sticky_cookie;
@@ -129,16 +129,24 @@ impl Context for Stream {}
 struct Routed {
     judged: Option<Judged>,
     set_cookie: Option<String>,
+    /// Answered with a 403 here: a protected release host without a token for it.
+    denied: bool,
 }
 
 impl HttpContext for Stream {
-    /// Always lets the request continue: the filter only rewrites headers.
+    /// Lets the request continue with its headers rewritten, except a request straight to a
+    /// protected release host without a token for it, which gets a 403.
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(configured) = &self.configured {
-            let routed = self.route_request(configured);
-            (self.judged, self.set_cookie) = (routed.judged, routed.set_cookie);
+        let Some(configured) = &self.configured else {
+            return Action::Continue;
+        };
+        let routed = self.route_request(configured);
+        (self.judged, self.set_cookie) = (routed.judged, routed.set_cookie);
+        if routed.denied {
+            Action::Pause
+        } else {
+            Action::Continue
         }
-        Action::Continue
     }
 
     /// Envoy's own replies (timeout, reset, no healthy upstream) pass through here as well.
@@ -176,7 +184,12 @@ impl Stream {
                 self.remove_http_request_header(&config.decision_header);
                 count(stats.spoofed_decision_headers_elsewhere);
             }
-            return Routed::default();
+            let protected = authority.as_deref().and_then(|a| config.protected_release(a));
+            let denied = protected.is_some_and(|releases| self.deny_release_host(config, releases, &request));
+            return Routed {
+                denied,
+                ..Routed::default()
+            };
         };
         if spoofed {
             count(route_stats.spoofed_decision_headers);
@@ -197,6 +210,7 @@ impl Stream {
         }
         let value = config.decision_values.of(variant);
         self.set_http_request_header_bytes(&config.decision_header, Some(value.as_bytes()));
+        self.remove_token_headers(route);
         if let Some(target_host) = &route.target(variant).host {
             if let (true, Some(original)) = (route.x_forwarded_host, &authority) {
                 self.set_http_request_header_bytes(FORWARDED_HOST_HEADER, Some(original));
@@ -211,7 +225,11 @@ impl Stream {
             let secure = sticky_cookie::is_https(request.first("x-forwarded-proto").as_deref());
             assignment.set_cookie(&key, secure)
         });
-        Routed { judged, set_cookie }
+        Routed {
+            judged,
+            set_cookie,
+            denied: false,
+        }
     }
 
     /// Added, never set: the upstream's own cookies stay. A failed call only loses the cookie; the
@@ -219,6 +237,40 @@ impl Stream {
     fn send_assigned_cookie(&mut self) {
         if let Some(cookie) = self.set_cookie.take() {
             let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, "set-cookie", cookie.as_bytes());
+        }
+    }
+
+    /// Whether a request sent straight to a protected release host is refused: it passes only with
+    /// a token that verifies for that release (of a route the host serves); any other gets a 403
+    /// from here. Requests the filter rewrites to a release host are not seen again: Envoy runs the filter
+    /// chain once per request, so they pass.
+    fn deny_release_host(&self, config: &Config, releases: &[(usize, Variant)], request: &Request) -> bool {
+        let admitted = releases.iter().find_map(|&(index, release)| {
+            let route = config.routes.get(index)?;
+            admit_to_release(route, release, request).ok().map(|_| route)
+        });
+        match admitted {
+            Some(route) => {
+                self.remove_token_headers(route);
+                false
+            }
+            None => {
+                self.send_http_response(
+                    403,
+                    vec![("content-type", "text/plain")],
+                    Some(b"a release host needs a valid pin token for that release\n"),
+                );
+                true
+            }
+        }
+    }
+
+    /// Token headers are for the gateway: the release's backend never sees them, so it cannot log
+    /// or forward a token. (A token in a cookie stays: rewriting `Cookie` would touch the
+    /// client's other cookies.)
+    fn remove_token_headers(&self, route: &Route) {
+        for name in route.token_headers() {
+            self.remove_http_request_header(name);
         }
     }
 }

@@ -17,7 +17,7 @@ pub const CANARY_WEIGHT: &str = "canary_split_canary_weight_basis_points";
 /// Decision headers sent by clients and replaced or removed, by split host (`*`: any other host).
 pub const SPOOFED_DECISION_HEADERS: &str = "canary_split_spoofed_decision_headers_total";
 /// Pin tokens passed over, by split host and reason (`malformed`, `unknown_version`,
-/// `bad_signature`, `expired`); defined for the hosts that have token pins.
+/// `bad_signature`, `expired`, `too_long`); defined for the hosts that have token pins.
 pub const PIN_TOKENS_REJECTED: &str = "canary_split_pin_tokens_rejected_total";
 /// Configurations each VM accepted or refused (Envoy loads a configuration in every VM: the
 /// main thread's and each worker's).
@@ -75,14 +75,19 @@ struct ByRejection<Id> {
     unknown_version: Id,
     bad_signature: Id,
     expired: Id,
+    too_long: Id,
 }
 
 /// Every rejection reason, as the counters name them.
-const REJECTIONS: [TokenRejection; 4] = [
+const REJECTIONS: [TokenRejection; 5] = [
     TokenRejection::Malformed,
     TokenRejection::UnknownVersion,
     TokenRejection::BadSignature,
     TokenRejection::Expired { expiry: 0 },
+    TokenRejection::TooLong {
+        expiry: 0,
+        max_ttl_seconds: 0,
+    },
 ];
 
 impl<Id: Copy> RouteStats<Id> {
@@ -107,6 +112,7 @@ impl<Id: Copy> RouteStats<Id> {
             TokenRejection::UnknownVersion => by_rejection.unknown_version,
             TokenRejection::BadSignature => by_rejection.bad_signature,
             TokenRejection::Expired { .. } => by_rejection.expired,
+            TokenRejection::TooLong { .. } => by_rejection.too_long,
         })
     }
 }
@@ -148,7 +154,7 @@ impl<Id: Copy> Stats<Id> {
             )?;
             let spoofed_decision_headers = define_counter(&stat_name(SPOOFED_DECISION_HEADERS, &[(HOST_TAG, host)]))?;
             let rejected_tokens = if route.has_token_pins() {
-                let [malformed, unknown_version, bad_signature, expired] = REJECTIONS.map(|reason| {
+                let [malformed, unknown_version, bad_signature, expired, too_long] = REJECTIONS.map(|reason| {
                     define_counter(&stat_name(
                         PIN_TOKENS_REJECTED,
                         &[(HOST_TAG, host), (REASON_TAG, reason.as_str())],
@@ -159,6 +165,7 @@ impl<Id: Copy> Stats<Id> {
                     unknown_version: unknown_version?,
                     bad_signature: bad_signature?,
                     expired: expired?,
+                    too_long: too_long?,
                 })
             } else {
                 None
@@ -303,8 +310,8 @@ mod tests {
             |_, _| Ok(()),
         )
         .expect("defined");
-        // Each host's 7 plus the spoofs elsewhere, and 4 rejection reasons for a.example.com only.
-        assert_eq!(counters.len(), 2 * 7 + 1 + 4);
+        // Each host's 7 plus the spoofs elsewhere, and 5 rejection reasons for a.example.com only.
+        assert_eq!(counters.len(), 2 * 7 + 1 + 5);
         let rejected = |reason: &str| {
             Some(counters[&stat_name(PIN_TOKENS_REJECTED, &[("host", "a.example.com"), ("reason", reason)])])
         };
@@ -321,6 +328,13 @@ mod tests {
         assert_eq!(
             a.rejected_tokens(TokenRejection::Expired { expiry: 9 }),
             rejected("expired")
+        );
+        assert_eq!(
+            a.rejected_tokens(TokenRejection::TooLong {
+                expiry: 9,
+                max_ttl_seconds: 1
+            }),
+            rejected("too_long")
         );
         assert_eq!(stats.routes[1].rejected_tokens(TokenRejection::Malformed), None);
     }

@@ -101,6 +101,18 @@ impl PinKeys {
     /// count. The clock is read only for a token whose signature verifies. The comparison of
     /// MACs takes the same time wherever they differ.
     pub fn verify(&self, token: &[u8], host: &str, now: impl FnOnce() -> u64) -> Result<VerifiedToken, TokenRejection> {
+        self.verify_within(token, host, now, None)
+    }
+
+    /// As `verify`, refusing also a token that would stay valid for more than `max_ttl_seconds`
+    /// from now.
+    pub fn verify_within(
+        &self,
+        token: &[u8],
+        host: &str,
+        now: impl FnOnce() -> u64,
+        max_ttl_seconds: Option<u64>,
+    ) -> Result<VerifiedToken, TokenRejection> {
         let parts = TokenParts::parse(token)?;
         let key = self
             .0
@@ -111,8 +123,15 @@ impl PinKeys {
                 mac.verify_slice(&parts.mac).is_ok()
             })
             .ok_or(TokenRejection::BadSignature)?;
-        if parts.expiry <= now() {
+        let now = now();
+        if parts.expiry <= now {
             return Err(TokenRejection::Expired { expiry: parts.expiry });
+        }
+        if let Some(max_ttl_seconds) = max_ttl_seconds.filter(|&max| parts.expiry - now > max) {
+            return Err(TokenRejection::TooLong {
+                expiry: parts.expiry,
+                max_ttl_seconds,
+            });
         }
         Ok(VerifiedToken {
             release: parts.release,
@@ -167,6 +186,9 @@ pub enum TokenRejection {
     BadSignature,
     /// Genuine, but its expiry (Unix seconds) has passed.
     Expired { expiry: u64 },
+    /// Genuine, but valid for longer than the config's `max_token_ttl_seconds` allows from now:
+    /// minted with a lifetime no tool should give it (or with a leaked key).
+    TooLong { expiry: u64, max_ttl_seconds: u64 },
 }
 
 impl TokenRejection {
@@ -177,6 +199,7 @@ impl TokenRejection {
             TokenRejection::UnknownVersion => "unknown_version",
             TokenRejection::BadSignature => "bad_signature",
             TokenRejection::Expired { .. } => "expired",
+            TokenRejection::TooLong { .. } => "too_long",
         }
     }
 }
@@ -190,6 +213,10 @@ impl fmt::Display for TokenRejection {
                 "bad signature: no key verifies it for this host (signed for another host, with an unknown key, or altered)",
             ),
             TokenRejection::Expired { expiry } => write!(f, "expired at {expiry} (Unix seconds)"),
+            TokenRejection::TooLong { expiry, max_ttl_seconds } => write!(
+                f,
+                "valid until {expiry} (Unix seconds), longer than max_token_ttl_seconds ({max_ttl_seconds}) from now"
+            ),
         }
     }
 }

@@ -32,6 +32,9 @@ def test_accepts_weights_in_basis_points(weight):
 @pytest.mark.parametrize("config", [
     {"routes": [route(pin=[{"token": {"header": "x-canary-token"}}, {"token": {"cookie": "canary-token"}}])]},
     {"pin_keys_env": "GATEWAY_PIN_KEYS_2", "routes": []},
+    {"max_token_ttl_seconds": 86400, "decision_header": "x-te-route", "routes": [
+        route(canary={"host": "a-canary.example.com"}, release_hosts="token",
+              pin=[{"token": {"header": "x-canary-token"}}])]},
     {"decision_values": {"primary": "p", "canary": "c-5Hq~2f"}, "routes": []},
 ], ids=lambda c: json.dumps(c)[:60])
 def test_accepts_token_pins_a_keys_variable_and_decision_values(config):
@@ -97,6 +100,16 @@ def test_accepts_guards(guard):
     {"decision_header": "bad header", "routes": []},
     {"decision_header": "X-Forwarded-Host", "routes": []},
     {"decision_header": "host", "routes": []},
+    {"decision_header": "Authorization", "routes": []},
+    {"decision_header": "cookie", "routes": []},
+    {"decision_header": "content-length", "routes": []},
+    {"decision_header": "Transfer-Encoding", "routes": []},
+    {"decision_header": "te", "routes": []},
+    {"decision_header": "X-Envoy-Retry-On", "routes": []},
+    {"decision_header": ":authority", "routes": []},
+    {"max_token_ttl_seconds": 0, "routes": []},
+    {"max_token_ttl_seconds": 1.5, "routes": []},
+    {"routes": [route(release_hosts="closed")]},
     {"decision_values": {"canary": "a b"}, "routes": []},
     {"decision_values": {"canary": ""}, "routes": []},
     {"decision_values": {"canary": "x" * 129}, "routes": []},

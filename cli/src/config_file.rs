@@ -3,9 +3,11 @@
 //! reads its filter config from a file, as the tests and the local demo do).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use canary_split::config::{Config, Route};
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use crate::gateway::ListenerMatch;
 
@@ -99,7 +101,7 @@ pub fn parse_configs(path: &str, bytes: Vec<u8>) -> Result<Vec<FoundConfig>, Str
         let text = String::from_utf8(bytes).map_err(|e| format!("{path}: {e}"))?;
         return wasm_plugin_configs(path, &text);
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match strict_json(&bytes) {
         Ok(Value::Object(file)) if file.contains_key("resources") => ecds_configs(path, &file),
         // Anything else goes to the filter as it is, which judges it in its own words.
         _ => Ok(vec![FoundConfig {
@@ -113,15 +115,88 @@ pub fn parse_configs(path: &str, bytes: Vec<u8>) -> Result<Vec<FoundConfig>, Str
     }
 }
 
-/// The documents of a YAML file, in order (JSON is YAML too).
+/// The documents of a YAML file, in order (JSON is YAML too). A mapping with the same key twice
+/// is refused: YAML parsers read it as the last value, where the filter refuses duplicate keys.
 pub fn yaml_documents(path: &str, text: &str) -> Result<Vec<Value>, String> {
     serde_yaml_ng::Deserializer::from_str(text)
         .enumerate()
         .map(|(index, document)| {
-            serde::Deserialize::deserialize(document)
+            StrictValue::deserialize(document)
+                .map(|StrictValue(value)| value)
                 .map_err(|e| format!("{path}: document {index} is not valid YAML: {e}"))
         })
         .collect()
+}
+
+/// A JSON document read as `yaml_documents` reads YAML: a key twice in an object is refused.
+pub fn strict_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<StrictValue>(bytes).map(|StrictValue(value)| value)
+}
+
+/// A value read like `serde_json::Value`, except that a mapping with a key twice is an error.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        StrictValue::deserialize(deserializer).map(|StrictValue(value)| value)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format!(
+                    "the key {key:?} appears twice in one mapping"
+                )));
+            }
+            let StrictValue(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 pub fn is_kind(document: &Value, kind: &str) -> bool {
@@ -255,4 +330,33 @@ pub fn routes_for<'c>(config: &'c Config, host: Option<&str>) -> Result<Vec<(usi
         .position(|r| r.host == route.host)
         .ok_or_else(|| format!("--host {host}: no route for it in the config"))?;
     Ok(vec![(index, route)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_in_yaml_and_json() {
+        let yaml = "kind: WasmPlugin\nspec:\n  pluginConfig:\n    routes: []\n  pluginConfig:\n    routes: [1]\n";
+        let error = yaml_documents("p.yaml", yaml).unwrap_err();
+        assert!(
+            error.starts_with(
+                "p.yaml: document 0 is not valid YAML: spec: the key \"pluginConfig\" appears twice in one mapping"
+            ),
+            "{error}"
+        );
+        let flow = "---\nkind: x\n---\n{a: 1, b: {c: 1, c: 2}}\n";
+        assert!(yaml_documents("p.yaml", flow).unwrap_err().contains("document 1"));
+        assert!(strict_json(br#"{"resources": [], "resources": [{}]}"#).is_err());
+
+        let fine = "a: 1\nb: [x, {c: 1.5, d: null, e: true}]\n---\n- 7\n";
+        assert_eq!(
+            yaml_documents("p.yaml", fine).unwrap(),
+            vec![
+                serde_json::json!({"a": 1, "b": ["x", {"c": 1.5, "d": null, "e": true}]}),
+                serde_json::json!([7])
+            ]
+        );
+    }
 }

@@ -370,11 +370,18 @@ pub fn run(
             }
         }
     }
-    Ok(
+    Ok(completion(plan.steps.last().copied().unwrap_or(Weight::ZERO)))
+}
+
+/// What a rollout that passed every step says: the weight its last step wrote.
+fn completion(last: Weight) -> String {
+    if last == Weight::FULL {
         "rollout complete: the canary takes 100 %. To finish, make primary run the canary's release, then set \
          canary_weight back to 0.\n"
-            .to_owned(),
-    )
+            .to_owned()
+    } else {
+        format!("rollout complete: the canary takes {last} %, the last step's weight; it stays there.\n")
+    }
 }
 
 fn describe_figures(figures: &Figures) -> String {
@@ -504,5 +511,15 @@ mod tests {
         let (result, written, _) = run_with_guard("untripped", None);
         assert!(result.unwrap().starts_with("rollout complete"));
         assert!(written.contains(r#""canary_weight": 50,"#), "{written}");
+    }
+
+    #[test]
+    fn a_complete_rollout_says_the_weight_it_left() {
+        assert!(completion(Weight::FULL).starts_with("rollout complete: the canary takes 100 %. To finish"));
+        let partial = completion(Weight::parse("25").unwrap());
+        assert_eq!(
+            partial,
+            "rollout complete: the canary takes 25 %, the last step's weight; it stays there.\n"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Changes one route's `canary_weight` in a YAML or JSON file by editing the text of that one
 //! value, so comments and layout stay and a GitOps diff is one line. The edit is then proven:
-//! the edited file must parse to exactly the original with that one value changed.
+//! the edited file must parse to exactly the original with that one value changed. Three parses
+//! in all, whatever the number of routes.
 
 use serde_json::Value;
 
@@ -26,17 +27,46 @@ pub fn set_canary_weight(text: &str, document: &Document, weight: &str) -> Resul
     if let Some(slot) = expected.pointer_mut(document.pointer) {
         *slot = new_value;
     }
-    let mut matching = value_spans(text).filter_map(|(start, end)| {
-        let edited = format!("{}{weight}{}", text.get(..start)?, text.get(end..)?);
-        ((document.parse)(&edited).ok()? == expected).then_some(edited)
-    });
-    match (matching.next(), matching.next()) {
-        (Some(edited), None) => Ok(edited),
-        _ => Err(format!(
+    let refusal = || {
+        format!(
             "cannot find the one `canary_weight: {current}` line that is {} (an anchor, alias or multi-line value?)",
             document.pointer
-        )),
+        )
+    };
+    let spans: Vec<(usize, usize)> = value_spans(text).collect();
+    let (start, end) = span_at_pointer(text, &spans, document)
+        .and_then(|index| spans.get(index).copied())
+        .ok_or_else(refusal)?;
+    let edited = format!(
+        "{}{weight}{}",
+        text.get(..start).unwrap_or_default(),
+        text.get(end..).unwrap_or_default()
+    );
+    // The proof: the edit changes that one value and nothing else.
+    match (document.parse)(&edited) {
+        Ok(parsed) if parsed == expected => Ok(edited),
+        _ => Err(refusal()),
     }
+}
+
+/// Numbers no config has as a weight: candidate `i` is written as `MARKER + i`.
+const MARKER: u64 = 7_700_000_000_000;
+
+/// Which of `spans` holds the value at the pointer, in one parse (so a file of thousands of routes
+/// is edited in linear time): every candidate is replaced by a marker number of its own, and the
+/// marker found at the pointer names it. `None` if the value is not one of them (an alias, say).
+fn span_at_pointer(text: &str, spans: &[(usize, usize)], document: &Document) -> Option<usize> {
+    let mut marked = String::with_capacity(text.len() + spans.len() * 16);
+    let mut copied = 0;
+    for (index, &(start, end)) in spans.iter().enumerate() {
+        marked.push_str(text.get(copied..start)?);
+        marked.push_str(&(MARKER + index as u64).to_string());
+        copied = end;
+    }
+    marked.push_str(text.get(copied..)?);
+    let parsed = (document.parse)(&marked).ok()?;
+    let marker = parsed.pointer(document.pointer)?.as_u64()?.checked_sub(MARKER)?;
+    usize::try_from(marker).ok().filter(|&index| index < spans.len())
 }
 
 const KEY: &str = "canary_weight";
@@ -64,7 +94,9 @@ fn value_spans(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
         let start = text.len() - value.len();
         let length = value.find([',', '}', ']', '#', '\r', '\n']).unwrap_or(value.len());
         let end = start + value.get(..length)?.trim_end().len();
-        (end > start).then_some((start, end))
+        // Only a plain number can be the weight's own text (an anchor or a tag is not).
+        let literal = text.get(start..end)?;
+        (end > start && literal.parse::<f64>().is_ok()).then_some((start, end))
     })
 }
 
@@ -175,6 +207,54 @@ routes:
     #[test]
     fn an_unchanged_weight_leaves_the_text_alone() {
         assert_eq!(edit(SHIPPED, SHIPPED_WEIGHT, "0").unwrap(), SHIPPED);
+    }
+
+    #[test]
+    fn weights_quoted_in_strings_are_no_candidates() {
+        let text = "note: 'ramp with canary_weight: 5'\nroutes:\n- {host: a, canary_weight: 5}\n";
+        let edited = edit(text, "/0/routes/0/canary_weight", "9").unwrap();
+        assert_eq!(
+            changed_lines(text, &edited),
+            [(
+                "- {host: a, canary_weight: 5}".to_owned(),
+                "- {host: a, canary_weight: 9}".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn two_thousand_routes_are_edited_in_linear_time() {
+        let mut text = String::from("routes:\n");
+        for n in 0..2_000 {
+            text += &format!("- host: h{n}.example.com  # canary_weight: 10\n  canary_weight: 10\n  primary: {{}}\n");
+        }
+        // Each parse is counted: a search that re-parsed per candidate would make thousands.
+        let parses = std::cell::Cell::new(0);
+        let counting = |text: &str| {
+            parses.set(parses.get() + 1);
+            yaml(text)
+        };
+        let pointer = "/0/routes/1234/canary_weight";
+        let edited = set_canary_weight(
+            &text,
+            &Document {
+                parse: &counting,
+                pointer,
+            },
+            "25",
+        )
+        .unwrap();
+        assert_eq!(parses.get(), 3);
+        let changed = changed_lines(&text, &edited);
+        assert_eq!(
+            changed,
+            [("  canary_weight: 10".to_owned(), "  canary_weight: 25".to_owned())]
+        );
+        let line = edited.lines().position(|l| l == "  canary_weight: 25").unwrap();
+        assert_eq!(
+            edited.lines().nth(line - 1).unwrap(),
+            "- host: h1234.example.com  # canary_weight: 10"
+        );
     }
 
     #[test]

@@ -595,6 +595,47 @@ fn explain_says_whether_a_token_verifies_and_why_not() {
 }
 
 #[test]
+fn explain_says_who_a_protected_release_host_lets_through() {
+    let guarded = TOKEN_CONFIG.replacen(
+        r#""primary": {}, "canary": {}"#,
+        r#""primary": {}, "canary": {"host": "shop-canary.example.com"}, "release_hosts": "token""#,
+        1,
+    );
+    assert_ne!(guarded, TOKEN_CONFIG);
+    let config = temp_file("guarded.json", &guarded);
+    let explain = |headers: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            &config,
+            "--host",
+            "Shop-Canary.example.com:443",
+            "--now",
+            "1899999000",
+        ];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        let output = run_with_env(&args, &[("CANARY_SPLIT_PIN_KEYS", &format!("{KEY_2},{KEY_1}"))]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let token = format!("x-canary-token: {GOLDEN}");
+    assert_eq!(
+        explain(&[&token]),
+        "host Shop-Canary.example.com:443: the canary host of route shop.example.com (release_hosts: token)\n\
+         let through: pin[0]: header x-canary-token carries a token for canary that verifies\n"
+    );
+    assert_eq!(
+        explain(&["traffic: test"]),
+        "host Shop-Canary.example.com:443: the canary host of route shop.example.com (release_hosts: token)\n\
+         refused: the filter answers 403 (a request straight to a release host needs a valid pin token for that release)\n"
+    );
+    assert!(explain(&["x-canary-token: test"])
+        .contains("pin[0]: the token in header x-canary-token does not count: malformed"));
+}
+
+#[test]
 fn explain_and_check_without_the_keys_here() {
     let config = temp_file("tokens-unkeyed.json", TOKEN_CONFIG);
     // A request without a token is explained; one with a token cannot be.

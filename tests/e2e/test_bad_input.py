@@ -60,7 +60,7 @@ INVALID_CONFIGS = [
     (json.dumps({"routes": [{**ROUTE, "canary_weight": 12.345}]}),
      "routes[0].canary_weight: 12.345 is finer than the resolution of 0.01 (one basis point)"),
     (json.dumps({"routes": [{**ROUTE, "weight": 5}]}),
-     "routes[0].weight: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, x_forwarded_host)"),
+     "routes[0].weight: unknown field (expected one of: host, primary, canary, canary_weight, pin, sticky, salt, x_forwarded_host, guard, release_hosts)"),
     (json.dumps({"routes": [ROUTE, {**ROUTE, "host": "Shop.Example.com"}]}),
      "routes[1].host: \"shop.example.com\" is already the host of routes[0]"),
     (json.dumps({"routes": [{k: v for k, v in ROUTE.items() if k != "canary"}]}), "routes[0].canary: missing"),
@@ -76,6 +76,15 @@ INVALID_CONFIGS = [
      "routes[0].host: \"shop.example.com:443\" must not include a port (ports are ignored when matching)"),
     (json.dumps({"decision_header": "bad header", "routes": []}),
      "decision_header: \"bad header\" is not a valid header name"),
+    (json.dumps({"decision_header": "Authorization", "routes": []}),
+     "decision_header: \"authorization\" carries the client's credentials, which the filter would remove from every "
+     "request to a host it does not split"),
+    (json.dumps({"routes": [{**ROUTE, "sticky": {"header": "x-canary-route"}}]}),
+     "routes[0].sticky.header: \"x-canary-route\" is the decision header, which the filter overwrites on split hosts "
+     "and removes on others"),
+    # A key pasted where the variable's name goes: refused, and never written to the log.
+    (json.dumps({"pin_keys_env": "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s", "routes": []}),
+     "pin_keys_env: looks like a key, not the name of the variable that holds the keys (the value is not shown)"),
 ]
 
 
@@ -89,4 +98,5 @@ def test_invalid_config_is_refused_with_one_clear_line(upstreams, config, messag
     assert len(lines) == 1, log
     assert lines[0].endswith(f"invalid configuration: {message}"), lines[0]
     assert "[error]" in lines[0]
+    assert "q6urq6ur" not in log
     assert not wasm_failures(log)

@@ -29,6 +29,8 @@ from sticky_hash import is_canary
 from vm_health import vm_failures
 
 SHOP, WEB, OTHER = b"shop.example.com", b"web.example.com", b"other.example.com"
+# Several cookie rules: the cookies are parsed once for all of them (src/cookie.rs, `collect`).
+MANY = b"many.example.com"
 WEIGHT = 50
 # shop.example.com rewrites the authority (authority mode, keeping the original in
 # x-forwarded-host), web.example.com only sets the decision header (header mode); both at 50 %, so
@@ -41,6 +43,9 @@ FILTER_CONFIG = {"routes": [
      "sticky": {"header": "x-user-id"}},
     {"host": WEB.decode(), "primary": {}, "canary": {}, "canary_weight": WEIGHT,
      "pin": [{"cookie": "canary", "value": "always", "to": "canary"}],
+     "sticky": {"cookie": "uid"}},
+    {"host": MANY.decode(), "primary": {}, "canary": {}, "canary_weight": WEIGHT,
+     "pin": [{"cookie": f"pin{n}", "value": "always", "to": "canary"} for n in range(4)],
      "sticky": {"cookie": "uid"}},
 ]}
 LIMITS = {
@@ -128,6 +133,7 @@ class Case:
 # Keys by side, chosen so that a wrong reading of the request lands on the other side.
 SHOP_CANARY_KEY, SHOP_PRIMARY_KEY = key_for(SHOP, "canary"), key_for(SHOP, "primary")
 WEB_CANARY_KEY, WEB_PRIMARY_KEY = key_for(WEB, "canary"), key_for(WEB, "primary")
+MANY_PRIMARY_KEY = key_for(MANY, "primary")
 RAW_SHOP_KEY = key_for(SHOP, "canary", b"\xff\xfe\x80-", lossy_elsewhere=True)
 RAW_WEB_KEY = key_for(WEB, "primary", b"caf\xe9-\xc3\x28", lossy_elsewhere=True)
 TEST_PIN = (b"traffic", b"test")
@@ -139,6 +145,11 @@ CASES = [
     Case("60kb-of-cookies-in-six-headers-sticky-cookie-in-the-last", WEB,
          tuple((b"cookie", cookie_filler(10_000, b"f%d-" % n)) for n in range(5))
          + ((b"cookie", cookie_filler(10_000, b"g") + b"; uid=" + WEB_CANARY_KEY),), web("canary")),
+    Case("60kb-of-cookies-five-cookie-rules-none-matches-sticky-cookie-last", MANY,
+         ((b"cookie", cookie_filler(60_000) + b"; uid=" + MANY_PRIMARY_KEY),), web("primary")),
+    Case("60kb-of-cookies-five-cookie-rules-the-last-pin-cookie-last", MANY,
+         ((b"cookie", cookie_filler(30_000) + b"; pin0=no; uid=" + MANY_PRIMARY_KEY),
+          (b"cookie", cookie_filler(30_000, b"g") + b"; pin3=always")), web("canary")),
     Case("1000-cookie-pairs-in-one-header-sticky-cookie-last", WEB,
          ((b"cookie", b"; ".join(b"c%d=v%d" % (n, n) for n in range(999)) + b"; uid=" + WEB_PRIMARY_KEY),),
          web("primary")),

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use canary_split::config::{Config, KeySource, PinRule, Route, Variant, FORWARDED_HOST_HEADER};
-use canary_split::decision::{decide, Reason, RequestView};
+use canary_split::decision::{admit_to_release, decide, Reason, RequestView};
 use canary_split::pin_token::PinKeys;
 
 use super::unix_time;
@@ -145,6 +145,9 @@ fn carried_token<'r>(route: &'r Route, request: &CommandLineRequest) -> Option<&
 }
 
 fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) -> String {
+    if let Some(releases) = config.protected_release(host.as_bytes()) {
+        return explain_release_host(config, host, releases, request);
+    }
     let Some(route) = config.route_for_authority(host.as_bytes()) else {
         return format!(
             "host {host}: no route; passed through untouched (a client-sent {} header is removed)\n",
@@ -228,6 +231,57 @@ fn explain_request(config: &Config, host: &str, request: &CommandLineRequest) ->
         }
     }
     out
+}
+
+/// A request straight to a release host that `"release_hosts": "token"` protects: let through
+/// with a token for that release, or answered 403 by the filter.
+fn explain_release_host(
+    config: &Config,
+    host: &str,
+    releases: &[(usize, Variant)],
+    request: &CommandLineRequest,
+) -> String {
+    let mut out = String::new();
+    for &(index, release) in releases {
+        let Some(route) = config.routes.get(index) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "host {host}: the {} host of route {} (release_hosts: token)",
+            release.as_str(),
+            route.host
+        );
+        match admit_to_release(route, release, request) {
+            Ok(rule) => {
+                let source = route
+                    .pins
+                    .get(rule)
+                    .map(|pin| describe(pin.source()))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "let through: pin[{rule}]: {source} carries a token for {} that verifies",
+                    release.as_str()
+                );
+                return out;
+            }
+            Err(rejected) => {
+                for token in rejected {
+                    if let Some(pin) = route.pins.get(token.rule) {
+                        let _ = writeln!(
+                            out,
+                            "pin[{}]: the token in {} does not count: {}",
+                            token.rule,
+                            describe(pin.source()),
+                            token.reason
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out + "refused: the filter answers 403 (a request straight to a release host needs a valid pin token for that release)\n"
 }
 
 /// Which key verified the token in `source`, and until when it is valid.
