@@ -1,9 +1,9 @@
 import copy
 import json
-import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -12,12 +12,15 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from harness import ENVOY, MODULE, ROOT, Client, EchoUpstream, Envoy, bootstrap, catch_all_route, split_routes  # noqa: E402
 from istio_routes import (  # noqa: E402
     RouteTable, gateways_of_plugin, load_manifests, route_table_serving, vm_environment, wasm_plugin)
-from pin_token import encode_keys  # noqa: E402
+from pin_token import encode_keys, mint, new_key  # noqa: E402
 
 # The public host's VirtualService for header mode, matching a canary value clients cannot guess.
 HEADER_MODE_MANIFESTS = load_manifests(pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "header-mode")
 (HEADER_MODE_CANARY_VALUE,) = [m["headers"]["x-canary-route"]["exact"] for vs in HEADER_MODE_MANIFESTS
                                for http in vs["spec"]["http"] for m in http.get("match", [])]
+# The pin key `envoy_from_istio` gives the gateway unless told otherwise (the Secret of
+# istio/patches/ingressgateway-pin-keys.yaml), so that tests can mint tokens that verify there.
+GATEWAY_PIN_KEY = new_key(b"istio gateway")
 
 
 def pytest_sessionstart(session):
@@ -97,7 +100,7 @@ def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, 
     `match` selects that table's listener. Each destination service goes to the local server of
     its release, found by name (`outbound|80||sklearn-primary-predictor...` -> `primary`).
     `gateway_env` is the gateway's own environment, where the plugin's HOST variables come from
-    (the pin keys, from a Secret in Istio); by default each gets a fresh random key. With
+    (the pin keys, from a Secret in Istio); by default each gets GATEWAY_PIN_KEY. With
     `ecds_path` the filter comes through ECDS, as Istio delivers it, with the WasmPlugin's
     failStrategy (see `harness.bootstrap`); `module` is the Wasm module the filter runs."""
     manifests = manifests or load_manifests()
@@ -110,7 +113,7 @@ def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, 
         ports[cluster] = port_of_release[release]
     environment = vm_environment(plugin)
     if gateway_env is None:
-        gateway_env = {name: encode_keys(os.urandom(32)) for name in environment.get("host_env_keys", [])}
+        gateway_env = {name: encode_keys(GATEWAY_PIN_KEY) for name in environment.get("host_env_keys", [])}
     with_filter = with_filter and table.plugin_runs
     return Envoy(bootstrap(json.dumps(config) if with_filter else None, ports, table.virtual_hosts,
                            vm_environment=environment, route_config=table.route_config(), ecds_path=ecds_path, module=module,
@@ -118,10 +121,18 @@ def envoy_from_istio(port_of_release: dict[str, int], with_filter: bool = True, 
                  concurrency, env=gateway_env)
 
 
+def release_token(route: dict, release: str, ttl: int = 3600) -> tuple[str, str]:
+    """The header of `route`'s first header token pin, with a token signed by GATEWAY_PIN_KEY that
+    pins `release` (as `canary-split token --host <route's host> --to <release>` mints it): what a
+    tester sends to reach a release host that `"release_hosts": "token"` protects."""
+    header = next(pin["token"]["header"] for pin in route["pin"] if "header" in pin.get("token", {}))
+    return header, mint(GATEWAY_PIN_KEY, route["host"], release, int(time.time()) + ttl)
+
+
 def header_mode(manifests: list[dict], plugin_config: dict) -> tuple[list[dict], dict]:
     """`manifests` with the public host's VirtualService replaced by the header-mode fixture's, and
-    `plugin_config` in header mode (no release hosts), writing the value that VirtualService
-    matches for the canary."""
+    `plugin_config` in header mode (no release hosts, so none for `release_hosts` to protect),
+    writing the value that VirtualService matches for the canary."""
     replaced = {(vs["metadata"]["namespace"], vs["metadata"]["name"]) for vs in HEADER_MODE_MANIFESTS}
     kept = [doc for doc in manifests
             if (doc["metadata"].get("namespace"), doc["metadata"]["name"]) not in replaced or doc["kind"] != "VirtualService"]
@@ -129,4 +140,5 @@ def header_mode(manifests: list[dict], plugin_config: dict) -> tuple[list[dict],
     config["decision_values"] = {"canary": HEADER_MODE_CANARY_VALUE}
     for route in config["routes"]:
         route.update(primary={}, canary={})
+        route.pop("release_hosts", None)
     return kept + HEADER_MODE_MANIFESTS, config

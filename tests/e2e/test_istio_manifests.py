@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from conftest import envoy_from_istio, header_mode
+from conftest import envoy_from_istio, header_mode, release_token
 from harness import DECISION_HEADER, Client, EchoUpstream, Envoy
 from istio_routes import (HELM_CHART_TARGET_PORTS, ISTIOCTL_TARGET_PORTS, gateways_of_plugin, load_manifests, of_kind,
                           route_table_serving, route_tables, wasm_plugin)
@@ -16,6 +16,8 @@ MANIFESTS = load_manifests()
 ROUTE = wasm_plugin(MANIFESTS)["spec"]["pluginConfig"]["routes"][0]
 PUBLIC, PRIMARY_HOST, CANARY_HOST = ROUTE["host"], ROUTE["primary"]["host"], ROUTE["canary"]["host"]
 RELEASE_HEADER = "x-release"  # the response header the VirtualServices set
+# What a tester sends to reach each release's own host: istio/ protects them (release_hosts: token).
+TOKEN_FOR = {release: [release_token(ROUTE, release)] for release in ("primary", "canary")}
 # istio/ ships canary_weight 0 (the first deploy); most tests run at a rollout's first step.
 STEP_WEIGHT = 10
 
@@ -40,7 +42,7 @@ def test_the_first_deploy_sends_only_pinned_requests_to_the_canary(upstreams):
         assert {client.get(PUBLIC).upstream for _ in range(200)} == {"primary"}
         assert {client.get(PUBLIC, [("x-user-id", str(user))]).upstream for user in range(200)} == {"primary"}
         assert {client.get(PUBLIC, [("traffic", "test")]).upstream for _ in range(20)} == {"canary"}
-        assert client.get(CANARY_HOST).upstream == "canary"
+        assert client.get(CANARY_HOST, TOKEN_FOR["canary"]).upstream == "canary"
 
 
 def test_public_host_splits_at_a_rollout_steps_weight(deployed):
@@ -59,14 +61,32 @@ def test_test_traffic_is_pinned_and_release_hosts_reach_their_release(deployed):
     for _ in range(20):
         assert deployed.get(PUBLIC, [("traffic", "test")]).upstream == "canary"
         assert deployed.get(PUBLIC, [("x-canary", "never")]).upstream == "primary"
-        assert deployed.get(PRIMARY_HOST).upstream == "primary"
-        assert deployed.get(CANARY_HOST).upstream == "canary"
+        assert deployed.get(PRIMARY_HOST, TOKEN_FOR["primary"]).upstream == "primary"
+        assert deployed.get(CANARY_HOST, TOKEN_FOR["canary"]).upstream == "canary"
 
     # A client's own decision header changes nothing: the sticky key decides.
     expected = "canary" if is_canary(PUBLIC.encode(), b"user-3", STEP_WEIGHT) else "primary"
     for _ in range(20):
         response = deployed.get(PUBLIC, [(DECISION_HEADER, "canary"), (DECISION_HEADER, "primary"), ("x-user-id", "user-3")])
         assert response.upstream == response.headers[DECISION_HEADER] == expected
+
+
+def test_a_release_host_needs_a_token_for_that_release(deployed):
+    assert ROUTE["release_hosts"] == "token"
+    refused = (403, None)
+    for _ in range(5):
+        for host, release, other in ((CANARY_HOST, "canary", "primary"), (PRIMARY_HOST, "primary", "canary")):
+            response = deployed.get(host)
+            assert (response.status, response.upstream) == refused, host
+            # The pins that work on the public host do not open a release host.
+            assert (deployed.get(host, [("traffic", "test"), ("x-canary", "always")]).status, host) == (403, host)
+            response = deployed.get(host, TOKEN_FOR[release])
+            assert (response.status, response.upstream) == (200, release), host
+            assert response.response_header(RELEASE_HEADER) == [release]
+            response = deployed.get(host, TOKEN_FOR[other])
+            assert (response.status, response.upstream) == refused, host
+    expired = [release_token(ROUTE, "canary", ttl=-1)]
+    assert deployed.get(CANARY_HOST, expired).status == 403
 
 
 def test_sticky_users_stay_put(deployed):
@@ -84,12 +104,13 @@ def test_without_the_filter_the_public_host_goes_to_primary(upstreams):
             assert response.upstream == "primary"
             assert DECISION_HEADER not in response.headers
             assert response.response_header(RELEASE_HEADER) == ["primary"]
+        # The filter's release host protection is bypassed too: the canary's host is open again.
         assert client.get(CANARY_HOST).upstream == "canary"
 
 
 def test_every_response_names_the_release_that_answered(deployed):
     for host, release in ((PRIMARY_HOST, "primary"), (CANARY_HOST, "canary")):
-        response = deployed.get(host)
+        response = deployed.get(host, TOKEN_FOR[release])
         assert (response.upstream, response.response_header(RELEASE_HEADER)) == (release, [release])
     assert deployed.get(PUBLIC, [("traffic", "test")]).response_header(RELEASE_HEADER) == ["canary"]
     assert deployed.get(PUBLIC, [("x-canary", "never")]).response_header(RELEASE_HEADER) == ["primary"]
@@ -118,7 +139,8 @@ def test_the_release_header_replaces_one_the_model_server_sends():
     try:
         with envoy_from_istio({name: server.port for name, server in servers.items()}) as envoy:
             client = Client(envoy.port)
-            for host, headers, release in ((PRIMARY_HOST, [], "primary"), (CANARY_HOST, [], "canary"),
+            for host, headers, release in ((PRIMARY_HOST, TOKEN_FOR["primary"], "primary"),
+                                           (CANARY_HOST, TOKEN_FOR["canary"], "canary"),
                                            (PUBLIC, [("traffic", "test")], "canary")):
                 assert client.get(host, headers).response_header(RELEASE_HEADER) == [release]
     finally:
