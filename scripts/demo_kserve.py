@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "tests" / "kserve"))
 
-from conftest import envoy_from_istio  # noqa: E402
+from conftest import envoy_from_istio, release_token  # noqa: E402
 from harness import Envoy, bootstrap  # noqa: E402
 from istio_routes import load_manifests, wasm_plugin  # noqa: E402
 from servers import EXPECTED_PREDICTIONS, PROBE, start_servers  # noqa: E402
@@ -31,9 +31,14 @@ REQUESTS_PER_USER = 5
 
 
 def predict(conn, path, host, headers=None) -> str:
+    """Which release's model answered, or the status of a refusal (`403`)."""
     conn.request("POST", path, body=json.dumps(PROBE),
                  headers={"host": host, "content-type": "application/json", **(headers or {})})
-    predictions = json.loads(conn.getresponse().read())["predictions"]
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 200:
+        return str(response.status)
+    predictions = json.loads(body)["predictions"]
     return next(release for release, expected in EXPECTED_PREDICTIONS.items() if expected == predictions)
 
 
@@ -75,11 +80,14 @@ def main():
         for release in ("primary", "canary"):
             print(f"  {release:8} {counts[release]:5}  {counts[release] / 10:5.1f} %")
 
-        print("\n== With `traffic: test` (pinned to the canary), and on each release's own host")
+        print("\n== With `traffic: test` (pinned to the canary), and on each release's own host, which needs a "
+              "token for that release (release_hosts: token)")
         print(f"  {PUBLIC} + traffic: test -> {' '.join(predict(conn, path, PUBLIC, {'traffic': 'test'}) for _ in range(5))}")
         for release in ("primary", "canary"):
             host = ROUTE[release]["host"]
-            print(f"  {host} -> {' '.join(predict(conn, path, host) for _ in range(5))}")
+            token = dict([release_token(ROUTE, release)])
+            print(f"  {host} + a token --to {release} -> {' '.join(predict(conn, path, host, token) for _ in range(5))}")
+            print(f"  {host} without a token -> {' '.join(predict(conn, path, host) for _ in range(5))}")
 
         before = {u: predict(conn, path, PUBLIC, {"x-user-id": u}) for u in USERS}
         print(f"\n== {len(USERS)} users (x-user-id), {REQUESTS_PER_USER} requests each, as the rollout raises the weight")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import envoy_from_istio
+from conftest import envoy_from_istio, release_token
 from istio_routes import load_manifests, wasm_plugin
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "kserve"))
@@ -98,9 +98,11 @@ def test_test_traffic_reaches_the_canary_model(gateway, models):
 
 
 def test_release_hosts_reach_their_own_model(gateway, models):
+    # With a token for that release, as istio/ protects the release hosts (release_hosts: token).
     client = Predictor(gateway.port, models.model_name)
-    assert {client.predict(PRIMARY_HOST) for _ in range(20)} == {"primary"}
-    assert {client.predict(CANARY_HOST, {"x-canary-route": "primary"}) for _ in range(20)} == {"canary"}
+    primary_token, canary_token = release_token(ROUTE, "primary"), release_token(ROUTE, "canary")
+    assert {client.predict(PRIMARY_HOST, [primary_token]) for _ in range(20)} == {"primary"}
+    assert {client.predict(CANARY_HOST, [canary_token, ("x-canary-route", "primary")]) for _ in range(20)} == {"canary"}
 
 
 def test_a_user_keeps_their_model(gateway, models):

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from conftest import HEADER_MODE_CANARY_VALUE, envoy_from_istio, header_mode
+from conftest import HEADER_MODE_CANARY_VALUE, envoy_from_istio, header_mode, release_token
 from harness import DECISION_HEADER, Client
 from istio_routes import (HELM_CHART_TARGET_PORTS, gateways_of_plugin, load_manifests, of_kind, route_table_serving,
                           route_tables, wasm_plugin)
@@ -73,8 +73,8 @@ def test_authority_mode_behind_a_split_gateway_ends_in_404(split_gateway):
     assert public.envoy.stats("^http\\.gateway\\.no_route$") == {"http.gateway.no_route": len(requests)}
     # The release hosts work on their own server.
     releases = split_gateway(PRIMARY_HOST)
-    assert releases.get(PRIMARY_HOST).upstream == "primary"
-    assert releases.get(CANARY_HOST).upstream == "canary"
+    assert releases.get(PRIMARY_HOST, [release_token(ROUTE, "primary")]).upstream == "primary"
+    assert releases.get(CANARY_HOST, [release_token(ROUTE, "canary")]).upstream == "canary"
 
 
 def test_header_mode_behind_a_split_gateway_routes_on_the_public_hosts_own_table(upstreams, gateways):
