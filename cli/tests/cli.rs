@@ -794,19 +794,22 @@ const HEADER_MODE_VIRTUAL_SERVICE: &str = "tests/fixtures/header-mode/virtualser
 /// The canary's value the header-mode fixture's VirtualService matches.
 const HEADER_MODE_CANARY_VALUE: &str = "canary-Vq3T8mZk1xR7pL2wYc9N";
 
-/// The shipped WasmPlugin in header mode, with `decision_values` if given, in a temporary file.
+/// The shipped WasmPlugin in header mode (no release hosts, so no `release_hosts` to protect them),
+/// with `decision_values` if given, in a temporary file.
 fn header_mode_plugin(name: &str, decision_values: Option<&str>) -> String {
     let plugin = repo_file("istio/wasmplugin.yaml");
     let authority = "      primary: { host: sklearn-primary-predictor-models.example.com }\n      canary: { host: sklearn-canary-predictor-models.example.com }\n";
     let header = "    decision_header: x-canary-route\n";
+    let release_hosts = "      release_hosts: token\n";
     assert!(
-        plugin.contains(authority) && plugin.contains(header),
+        plugin.contains(authority) && plugin.contains(header) && plugin.contains(release_hosts),
         "istio/wasmplugin.yaml changed: update the test"
     );
     let values = decision_values.map_or(String::new(), |values| format!("    decision_values: {values}\n"));
     let plugin = plugin
         .replacen(authority, "      primary: {}\n      canary: {}\n", 1)
-        .replacen(header, &format!("{header}{values}"), 1);
+        .replacen(header, &format!("{header}{values}"), 1)
+        .replacen(release_hosts, "", 1);
     temp_file(name, &plugin)
 }
 
