@@ -86,7 +86,8 @@ def main():
         for release in ("primary", "canary"):
             host = ROUTE[release]["host"]
             token = dict([release_token(ROUTE, release)])
-            print(f"  {host} + a token --to {release} -> {' '.join(predict(conn, path, host, token) for _ in range(5))}")
+            with_token = " ".join(predict(conn, path, host, token) for _ in range(5))
+            print(f"  {host} + a token --to {release} -> {with_token}")
             print(f"  {host} without a token -> {' '.join(predict(conn, path, host) for _ in range(5))}")
 
         before = {u: predict(conn, path, PUBLIC, {"x-user-id": u}) for u in USERS}
