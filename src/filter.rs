@@ -15,7 +15,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Stat
 
 use crate::config::{Config, Variant, FORWARDED_HOST_HEADER};
 use crate::decision::{decide_assigning, RequestView};
-use crate::guard_host::{Guards, Judged, OnRequest};
+use crate::guard_host::{self, Guards, Judged, OnRequest};
 use crate::metrics::{self, Stats};
 use crate::sticky_cookie;
 use crate::sticky_hash::BUCKETS;
@@ -61,6 +61,7 @@ impl RootContext for Plugin {
         let accepted = match configured {
             Ok(configured) => {
                 log::info!("configured {} route(s)", configured.config.routes.len());
+                guard_host::zero_unguarded(&configured.config);
                 self.configured = Some(Rc::new(configured));
                 true
             }

@@ -25,7 +25,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Object, Route, Variant};
+use crate::config::{Config, Object, Route, Variant};
 use crate::decision::Reason;
 
 /// The z of a 99 % one-sided test: Φ⁻¹(0.99).
@@ -792,10 +792,47 @@ pub fn update(current: Option<&[u8]>, fingerprint: u64, pending: &Window, now: u
     }
 }
 
+/// The hosts a configuration guards.
+pub fn guarded_hosts(config: &Config) -> Vec<String> {
+    config
+        .routes
+        .iter()
+        .filter(|route| route.guard.is_some())
+        .map(|route| route.host.clone())
+        .collect()
+}
+
+/// The hosts each plugin (by name) of one VM has set the tripped gauge for. A gauge is
+/// Envoy's, one per host, so a host a plugin stops guarding (its `guard` or its route removed)
+/// must have its gauge set to 0 by that plugin, or it shows a trip until the gateway restarts;
+/// but not while another plugin of the VM still guards the host and sets the gauge itself.
+/// Vectors, not sets: a VM has a few plugins of a few hosts, and sets cost the module 16 KB.
+#[derive(Debug, Default)]
+pub struct GuardedHosts {
+    by_plugin: Vec<(Vec<u8>, Vec<String>)>,
+}
+
+impl GuardedHosts {
+    /// Records the hosts `plugin`'s newly accepted configuration guards; returns those whose
+    /// gauge goes to 0: guarded by it before, and by no plugin of the VM now.
+    pub fn replace(&mut self, plugin: &[u8], guarded: Vec<String>) -> Vec<String> {
+        let before = match self.by_plugin.iter_mut().find(|(name, _)| name == plugin) {
+            Some((_, hosts)) => std::mem::replace(hosts, guarded),
+            None => {
+                self.by_plugin.push((plugin.to_vec(), guarded));
+                Vec::new()
+            }
+        };
+        before
+            .into_iter()
+            .filter(|host| !self.by_plugin.iter().any(|(_, hosts)| hosts.contains(host)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -814,6 +851,50 @@ mod tests {
             errors,
             ..Tally::default()
         }
+    }
+
+    fn hosts(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_guarded_hosts_are_the_routes_with_a_guard() {
+        let config = Config::from_json(
+            br#"{"routes": [
+                {"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 10, "guard": {}},
+                {"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 10}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(guarded_hosts(&config), hosts(&["a.example.com"]));
+    }
+
+    #[test]
+    fn a_host_no_longer_guarded_has_its_gauge_zeroed_once() {
+        let mut guarded = GuardedHosts::default();
+        assert!(guarded.replace(b"gw.one", hosts(&["a", "b"])).is_empty());
+        assert!(
+            guarded.replace(b"gw.one", hosts(&["a", "b"])).is_empty(),
+            "same hosts: nothing to zero"
+        );
+        assert_eq!(guarded.replace(b"gw.one", hosts(&["b", "c"])), ["a"]);
+        assert!(
+            guarded.replace(b"gw.one", hosts(&["b", "c"])).is_empty(),
+            "zeroed by the push that dropped it"
+        );
+        assert_eq!(guarded.replace(b"gw.one", hosts(&[])), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_host_another_plugin_of_the_vm_still_guards_keeps_its_gauge() {
+        let mut guarded = GuardedHosts::default();
+        guarded.replace(b"gw.one", hosts(&["a", "b"]));
+        guarded.replace(b"gw.two", hosts(&["b"]));
+        assert_eq!(guarded.replace(b"gw.one", hosts(&[])), ["a"]);
+        assert_eq!(guarded.replace(b"gw.two", hosts(&[])), ["b"]);
+        assert!(
+            guarded.replace(b"gw.three", hosts(&[])).is_empty(),
+            "a plugin that never guarded zeroes nothing"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use proxy_wasm::types::{MapType, MetricType, Status};
 
 use crate::config::{Config, Variant};
 use crate::decision::Decision;
-use crate::guard::{self, Claim, GuardConfig, Update, Window};
-use crate::metrics::GuardStats;
+use crate::guard::{self, Claim, GuardConfig, GuardedHosts, Update, Window};
+use crate::metrics::{self, GuardStats};
 
 /// How often each worker merges its counts and reads the verdict: all workers act on a trip
 /// within this period of the tick that found it.
@@ -196,6 +196,34 @@ impl RouteGuard {
     fn observe_trip(&self) {
         self.tripped.set(true);
         let _ = hostcalls::record_metric(self.stats.tripped, 1);
+    }
+}
+
+thread_local! {
+    /// The VM's plugins' guarded hosts: a VM runs on one thread, and its plugins share it.
+    static GUARDED_HOSTS: RefCell<GuardedHosts> = RefCell::default();
+}
+
+/// Once the plugin accepted `config`: sets the tripped gauge of each host it stopped guarding to
+/// 0, unless another plugin of the VM guards it. Plugins are told apart by name (Istio: the
+/// WasmPlugin's namespace.name), not by root context: Envoy starts a new root context for each
+/// new configuration of a plugin. Every VM of the gateway runs this on the push, each after its
+/// last tick of the old configuration, so no late trip of that one is left showing.
+pub fn zero_unguarded(config: &Config) {
+    let plugin = hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let unguarded = GUARDED_HOSTS.with(|hosts| {
+        hosts
+            .try_borrow_mut()
+            .map(|mut hosts| hosts.replace(&plugin, guard::guarded_hosts(config)))
+            .unwrap_or_default()
+    });
+    for host in unguarded {
+        if let Ok(gauge) = hostcalls::define_metric(MetricType::Gauge, &metrics::guard_tripped_name(&host)) {
+            let _ = hostcalls::record_metric(gauge, 0);
+        }
     }
 }
 
