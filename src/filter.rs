@@ -61,7 +61,7 @@ impl RootContext for Plugin {
         let accepted = match configured {
             Ok(configured) => {
                 log::info!("configured {} route(s)", configured.config.routes.len());
-                guard_host::zero_unguarded(&configured.config);
+                guard_host::on_accepted(&configured.config, &configured.guards);
                 self.configured = Some(Rc::new(configured));
                 true
             }

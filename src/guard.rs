@@ -802,31 +802,52 @@ pub fn guarded_hosts(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// The hosts each plugin (by name) of one VM has set the tripped gauge for. A gauge is
-/// Envoy's, one per host, so a host a plugin stops guarding (its `guard` or its route removed)
-/// must have its gauge set to 0 by that plugin, or it shows a trip until the gateway restarts;
-/// but not while another plugin of the VM still guards the host and sets the gauge itself.
-/// Vectors, not sets: a VM has a few plugins of a few hosts, and sets cost the module 16 KB.
-#[derive(Debug, Default)]
-pub struct GuardedHosts {
-    by_plugin: Vec<(Vec<u8>, Vec<String>)>,
+/// The hosts each plugin (by name) of one VM has set the tripped gauge for, with a handle on the
+/// plugin's current configuration. A gauge is Envoy's, one per host, so a host a plugin stops
+/// guarding (its `guard` or its route removed) must have its gauge set to 0 by that plugin, or it
+/// shows a trip until the gateway restarts; but not while another plugin of the VM still guards
+/// the host and sets the gauge itself. Vectors, not sets: a VM has a few plugins of a few hosts,
+/// and sets cost the module 16 KB.
+pub struct GuardedHosts<Current> {
+    by_plugin: Vec<PluginHosts<Current>>,
 }
 
-impl GuardedHosts {
-    /// Records the hosts `plugin`'s newly accepted configuration guards; returns those whose
-    /// gauge goes to 0: guarded by it before, and by no plugin of the VM now.
-    pub fn replace(&mut self, plugin: &[u8], guarded: Vec<String>) -> Vec<String> {
-        let before = match self.by_plugin.iter_mut().find(|(name, _)| name == plugin) {
-            Some((_, hosts)) => std::mem::replace(hosts, guarded),
+struct PluginHosts<Current> {
+    name: Vec<u8>,
+    hosts: Vec<String>,
+    current: Current,
+}
+
+impl<Current> Default for GuardedHosts<Current> {
+    fn default() -> Self {
+        GuardedHosts { by_plugin: Vec::new() }
+    }
+}
+
+impl<Current> GuardedHosts<Current> {
+    /// Records the hosts `plugin`'s newly accepted configuration guards, and `current`, its
+    /// handle; returns the hosts whose gauge goes to 0 (guarded by the plugin before, and by no
+    /// plugin of the VM now) and the handle of the configuration this one replaces.
+    pub fn replace(&mut self, plugin: &[u8], hosts: Vec<String>, current: Current) -> (Vec<String>, Option<Current>) {
+        let (before, previous) = match self.by_plugin.iter_mut().find(|entry| entry.name == plugin) {
+            Some(entry) => (
+                std::mem::replace(&mut entry.hosts, hosts),
+                Some(std::mem::replace(&mut entry.current, current)),
+            ),
             None => {
-                self.by_plugin.push((plugin.to_vec(), guarded));
-                Vec::new()
+                self.by_plugin.push(PluginHosts {
+                    name: plugin.to_vec(),
+                    hosts,
+                    current,
+                });
+                (Vec::new(), None)
             }
         };
-        before
+        let unguarded = before
             .into_iter()
-            .filter(|host| !self.by_plugin.iter().any(|(_, hosts)| hosts.contains(host)))
-            .collect()
+            .filter(|host| !self.by_plugin.iter().any(|entry| entry.hosts.contains(host)))
+            .collect();
+        (unguarded, previous)
     }
 }
 
@@ -871,28 +892,34 @@ mod tests {
     #[test]
     fn a_host_no_longer_guarded_has_its_gauge_zeroed_once() {
         let mut guarded = GuardedHosts::default();
-        assert!(guarded.replace(b"gw.one", hosts(&["a", "b"])).is_empty());
-        assert!(
-            guarded.replace(b"gw.one", hosts(&["a", "b"])).is_empty(),
+        assert_eq!(guarded.replace(b"gw.one", hosts(&["a", "b"]), 1), (vec![], None));
+        assert_eq!(
+            guarded.replace(b"gw.one", hosts(&["a", "b"]), 2),
+            (vec![], Some(1)),
             "same hosts: nothing to zero"
         );
-        assert_eq!(guarded.replace(b"gw.one", hosts(&["b", "c"])), ["a"]);
-        assert!(
-            guarded.replace(b"gw.one", hosts(&["b", "c"])).is_empty(),
+        assert_eq!(
+            guarded.replace(b"gw.one", hosts(&["b", "c"]), 3),
+            (hosts(&["a"]), Some(2))
+        );
+        assert_eq!(
+            guarded.replace(b"gw.one", hosts(&["b", "c"]), 4),
+            (vec![], Some(3)),
             "zeroed by the push that dropped it"
         );
-        assert_eq!(guarded.replace(b"gw.one", hosts(&[])), ["b", "c"]);
+        assert_eq!(guarded.replace(b"gw.one", hosts(&[]), 5), (hosts(&["b", "c"]), Some(4)));
     }
 
     #[test]
     fn a_host_another_plugin_of_the_vm_still_guards_keeps_its_gauge() {
         let mut guarded = GuardedHosts::default();
-        guarded.replace(b"gw.one", hosts(&["a", "b"]));
-        guarded.replace(b"gw.two", hosts(&["b"]));
-        assert_eq!(guarded.replace(b"gw.one", hosts(&[])), ["a"]);
-        assert_eq!(guarded.replace(b"gw.two", hosts(&[])), ["b"]);
-        assert!(
-            guarded.replace(b"gw.three", hosts(&[])).is_empty(),
+        guarded.replace(b"gw.one", hosts(&["a", "b"]), 1);
+        guarded.replace(b"gw.two", hosts(&["b"]), 2);
+        assert_eq!(guarded.replace(b"gw.one", hosts(&[]), 3), (hosts(&["a"]), Some(1)));
+        assert_eq!(guarded.replace(b"gw.two", hosts(&[]), 4), (hosts(&["b"]), Some(2)));
+        assert_eq!(
+            guarded.replace(b"gw.three", hosts(&[]), 5),
+            (vec![], None),
             "a plugin that never guarded zeroes nothing"
         );
     }
