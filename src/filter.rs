@@ -15,7 +15,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Stat
 
 use crate::config::{Config, Route, Variant, FORWARDED_HOST_HEADER};
 use crate::decision::{admit_to_release, decide_assigning, RequestView};
-use crate::guard_host::{Guards, Judged, OnRequest};
+use crate::guard_host::{self, Guards, Judged, OnRequest};
 use crate::metrics::{self, Stats};
 use crate::sticky_cookie;
 use crate::sticky_hash::BUCKETS;
@@ -61,6 +61,7 @@ impl RootContext for Plugin {
         let accepted = match configured {
             Ok(configured) => {
                 log::info!("configured {} route(s)", configured.config.routes.len());
+                guard_host::on_accepted(&configured.config, &configured.guards);
                 self.configured = Some(Rc::new(configured));
                 true
             }

@@ -25,7 +25,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Object, Route, Variant};
+use crate::config::{Config, Object, Route, Variant};
 use crate::decision::Reason;
 
 /// The z of a 99 % one-sided test: Φ⁻¹(0.99).
@@ -792,10 +792,68 @@ pub fn update(current: Option<&[u8]>, fingerprint: u64, pending: &Window, now: u
     }
 }
 
+/// The hosts a configuration guards.
+pub fn guarded_hosts(config: &Config) -> Vec<String> {
+    config
+        .routes
+        .iter()
+        .filter(|route| route.guard.is_some())
+        .map(|route| route.host.clone())
+        .collect()
+}
+
+/// The hosts each plugin (by name) of one VM has set the tripped gauge for, with a handle on the
+/// plugin's current configuration. A gauge is Envoy's, one per host, so a host a plugin stops
+/// guarding (its `guard` or its route removed) must have its gauge set to 0 by that plugin, or it
+/// shows a trip until the gateway restarts; but not while another plugin of the VM still guards
+/// the host and sets the gauge itself. Vectors, not sets: a VM has a few plugins of a few hosts,
+/// and sets cost the module 16 KB.
+pub struct GuardedHosts<Current> {
+    by_plugin: Vec<PluginHosts<Current>>,
+}
+
+struct PluginHosts<Current> {
+    name: Vec<u8>,
+    hosts: Vec<String>,
+    current: Current,
+}
+
+impl<Current> Default for GuardedHosts<Current> {
+    fn default() -> Self {
+        GuardedHosts { by_plugin: Vec::new() }
+    }
+}
+
+impl<Current> GuardedHosts<Current> {
+    /// Records the hosts `plugin`'s newly accepted configuration guards, and `current`, its
+    /// handle; returns the hosts whose gauge goes to 0 (guarded by the plugin before, and by no
+    /// plugin of the VM now) and the handle of the configuration this one replaces.
+    pub fn replace(&mut self, plugin: &[u8], hosts: Vec<String>, current: Current) -> (Vec<String>, Option<Current>) {
+        let (before, previous) = match self.by_plugin.iter_mut().find(|entry| entry.name == plugin) {
+            Some(entry) => (
+                std::mem::replace(&mut entry.hosts, hosts),
+                Some(std::mem::replace(&mut entry.current, current)),
+            ),
+            None => {
+                self.by_plugin.push(PluginHosts {
+                    name: plugin.to_vec(),
+                    hosts,
+                    current,
+                });
+                (Vec::new(), None)
+            }
+        };
+        let unguarded = before
+            .into_iter()
+            .filter(|host| !self.by_plugin.iter().any(|entry| entry.hosts.contains(host)))
+            .collect();
+        (unguarded, previous)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -814,6 +872,56 @@ mod tests {
             errors,
             ..Tally::default()
         }
+    }
+
+    fn hosts(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_guarded_hosts_are_the_routes_with_a_guard() {
+        let config = Config::from_json(
+            br#"{"routes": [
+                {"host": "a.example.com", "primary": {}, "canary": {}, "canary_weight": 10, "guard": {}},
+                {"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 10}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(guarded_hosts(&config), hosts(&["a.example.com"]));
+    }
+
+    #[test]
+    fn a_host_no_longer_guarded_has_its_gauge_zeroed_once() {
+        let mut guarded = GuardedHosts::default();
+        assert_eq!(guarded.replace(b"gw.one", hosts(&["a", "b"]), 1), (vec![], None));
+        assert_eq!(
+            guarded.replace(b"gw.one", hosts(&["a", "b"]), 2),
+            (vec![], Some(1)),
+            "same hosts: nothing to zero"
+        );
+        assert_eq!(
+            guarded.replace(b"gw.one", hosts(&["b", "c"]), 3),
+            (hosts(&["a"]), Some(2))
+        );
+        assert_eq!(
+            guarded.replace(b"gw.one", hosts(&["b", "c"]), 4),
+            (vec![], Some(3)),
+            "zeroed by the push that dropped it"
+        );
+        assert_eq!(guarded.replace(b"gw.one", hosts(&[]), 5), (hosts(&["b", "c"]), Some(4)));
+    }
+
+    #[test]
+    fn a_host_another_plugin_of_the_vm_still_guards_keeps_its_gauge() {
+        let mut guarded = GuardedHosts::default();
+        guarded.replace(b"gw.one", hosts(&["a", "b"]), 1);
+        guarded.replace(b"gw.two", hosts(&["b"]), 2);
+        assert_eq!(guarded.replace(b"gw.one", hosts(&[]), 3), (hosts(&["a"]), Some(1)));
+        assert_eq!(guarded.replace(b"gw.two", hosts(&[]), 4), (hosts(&["b"]), Some(2)));
+        assert_eq!(
+            guarded.replace(b"gw.three", hosts(&[]), 5),
+            (vec![], None),
+            "a plugin that never guarded zeroes nothing"
+        );
     }
 
     #[test]

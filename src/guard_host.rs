@@ -4,6 +4,7 @@
 //! request path reads only a flag in local memory. The rules themselves are in `guard`.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
@@ -11,8 +12,8 @@ use proxy_wasm::types::{MapType, MetricType, Status};
 
 use crate::config::{Config, Variant};
 use crate::decision::Decision;
-use crate::guard::{self, Claim, GuardConfig, Update, Window};
-use crate::metrics::GuardStats;
+use crate::guard::{self, Claim, GuardConfig, GuardedHosts, Update, Window};
+use crate::metrics::{self, GuardStats};
 
 /// How often each worker merges its counts and reads the verdict: all workers act on a trip
 /// within this period of the tick that found it.
@@ -26,6 +27,10 @@ const CAS_ATTEMPTS: usize = 8;
 /// The guards of one configuration, by route index (none for routes without a guard).
 pub struct Guards {
     routes: Vec<Option<RouteGuard>>,
+    /// Until the plugin accepts a newer configuration: Envoy may keep this one's root context,
+    /// and its ticks, for a while after, and a late trip seen there would set a gauge the newer
+    /// configuration has set to 0.
+    current: Rc<Cell<bool>>,
 }
 
 struct RouteGuard {
@@ -93,7 +98,10 @@ impl Guards {
         if routes.iter().any(Option::is_some) {
             hostcalls::set_tick_period(TICK_PERIOD)?;
         }
-        Ok(Guards { routes })
+        Ok(Guards {
+            routes,
+            current: Rc::new(Cell::new(true)),
+        })
     }
 
     /// On the request path: local memory only, plus the clock for the latency rule.
@@ -140,8 +148,11 @@ impl Guards {
         }
     }
 
-    /// The root context's tick.
+    /// The root context's tick, while this is the plugin's current configuration.
     pub fn tick(&self) {
+        if !self.current.get() {
+            return;
+        }
         if let Some(now) = now() {
             self.routes.iter().flatten().for_each(|guard| guard.tick(now.as_secs()));
         }
@@ -196,6 +207,37 @@ impl RouteGuard {
     fn observe_trip(&self) {
         self.tripped.set(true);
         let _ = hostcalls::record_metric(self.stats.tripped, 1);
+    }
+}
+
+thread_local! {
+    /// The VM's plugins' guarded hosts: a VM runs on one thread, and its plugins share it.
+    static GUARDED_HOSTS: RefCell<GuardedHosts<Rc<Cell<bool>>>> = RefCell::default();
+}
+
+/// Once the plugin accepted `config` with `guards`: its previous configuration's guards stop, and
+/// the tripped gauge of each host it stopped guarding goes to 0, unless another plugin of the VM
+/// guards it. Plugins are told apart by name (Istio: the WasmPlugin's namespace.name), not by
+/// root context: Envoy starts a new root context for each new configuration of a plugin. Every
+/// VM of the gateway runs this on the push.
+pub fn on_accepted(config: &Config, guards: &Guards) {
+    let plugin = hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let (unguarded, previous) = GUARDED_HOSTS.with(|hosts| {
+        hosts
+            .try_borrow_mut()
+            .map(|mut hosts| hosts.replace(&plugin, guard::guarded_hosts(config), Rc::clone(&guards.current)))
+            .unwrap_or_default()
+    });
+    if let Some(previous) = previous {
+        previous.set(false);
+    }
+    for host in unguarded {
+        if let Ok(gauge) = hostcalls::define_metric(MetricType::Gauge, &metrics::guard_tripped_name(&host)) {
+            let _ = hostcalls::record_metric(gauge, 0);
+        }
     }
 }
 

@@ -185,6 +185,11 @@ impl<Id: Copy> Stats<Id> {
     }
 }
 
+/// The name of `host`'s tripped gauge.
+pub fn guard_tripped_name(host: &str) -> String {
+    stat_name(GUARD_TRIPPED, &[(HOST_TAG, host)])
+}
+
 /// The stats of one guarded host: requests its tripped guard sent to primary, the tripped
 /// gauge, and trips.
 #[derive(Debug, PartialEq, Eq)]
@@ -208,7 +213,7 @@ impl<Id> GuardStats<Id> {
         ];
         Ok(GuardStats {
             requests: define_counter(&stat_name(REQUESTS, &labels))?,
-            tripped: define_gauge(&stat_name(GUARD_TRIPPED, &[(HOST_TAG, host)]))?,
+            tripped: define_gauge(&guard_tripped_name(host))?,
             trips: define_counter(&stat_name(GUARD_TRIPS, &[(HOST_TAG, host)]))?,
         })
     }

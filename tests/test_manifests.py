@@ -18,7 +18,8 @@ import crd_schemas
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "e2e"))
 
-from istio_routes import ISTIO_DIR, bound_gateways, gateways_of_plugin, load_manifests, of_kind, wasm_plugin  # noqa: E402
+from istio_routes import (CLUSTER_DOMAIN, ISTIO_DIR, bound_gateways, destination_hosts, gateways_of_plugin,  # noqa: E402
+                          load_manifests, of_kind, resolve_short_name, wasm_plugin)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The variable token pins take their keys from when the config does not set pin_keys_env.
@@ -156,10 +157,8 @@ def release_problems(manifests: list[dict]) -> list[str]:
     """Both releases serve the same model name from different storage, and each is a VirtualService destination."""
     problems = []
     services = of_kind(manifests, "InferenceService")
-    destinations = {d["destination"]["host"] for vs in of_kind(manifests, "VirtualService")
-                    for http in vs["spec"]["http"] for d in http["route"]}
-    for isvc in services:
-        service = f'{isvc["metadata"]["name"]}-predictor.{isvc["metadata"]["namespace"]}.svc.cluster.local'
+    destinations = {host for vs in of_kind(manifests, "VirtualService") for host in destination_hosts(vs)}
+    for service in release_services(manifests):
         if service not in destinations:
             problems.append(f"{service}: no VirtualService routes to it")
     if len({tuple(s["spec"]["predictor"]["model"].get("args", [])) for s in services}) != 1:
@@ -228,8 +227,8 @@ def first_deploy_problems(manifests: list[dict], readme: str) -> list[str]:
 
 def release_services(manifests: list[dict]) -> dict[str, str]:
     """The host of each release's predictor Service, as KServe names it and VirtualServices route
-    to it, and the release's variant."""
-    return {f'{i["metadata"]["name"]}-predictor.{i["metadata"]["namespace"]}.svc.cluster.local':
+    to it once Istio resolved their short names, and the release's variant."""
+    return {f'{i["metadata"]["name"]}-predictor.{i["metadata"]["namespace"]}.svc.{CLUSTER_DOMAIN}':
             i["metadata"]["labels"]["canary-split.dev/variant"] for i in of_kind(manifests, "InferenceService")}
 
 
@@ -268,7 +267,8 @@ def release_header_problems(manifests: list[dict]) -> list[str]:
     problems = []
     for vs in of_kind(manifests, "VirtualService"):
         for http in vs["spec"]["http"]:
-            variant = variant_of.get(http["route"][0]["destination"]["host"])
+            variant = variant_of.get(resolve_short_name(http["route"][0]["destination"]["host"],
+                                                        vs["metadata"]["namespace"]))
             named = http.get("headers", {}).get("response", {}).get("set", {}).get("x-release")
             if variant is not None and named != variant:
                 problems.append(f'{vs["metadata"]["name"]}.{http["name"]}: x-release is {named!r}, '
@@ -329,6 +329,7 @@ def vs_named(manifests, name):
     (weight_problems, lambda m: vs_named(m, "sklearn")["spec"]["http"][-1]["route"][0].update(weight=90)),
     (release_problems, lambda m: of_kind(m, "InferenceService")[1]["spec"]["predictor"]["model"].update(args=[])),
     (release_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(name="sklearn-beta")),
+    (release_problems, lambda m: vs_named(m, "sklearn-canary")["metadata"].update(namespace="istio-system")),
     (alert_problems, lambda m: of_kind(m, "InferenceService")[1]["metadata"].update(name="sklearn-beta")),
     (alert_problems, lambda m: rule_recording(m, "sklearn:gateway_requests_by_code:rate5m").update(
         expr=rule_recording(m, "sklearn:gateway_requests_by_code:rate5m")["expr"].replace('"models"', '"default"'))),
@@ -349,7 +350,7 @@ def vs_named(manifests, name):
                 if k != "networking.kserve.io/visibility"})),
     (kserve_problems, lambda m: of_kind(m, "InferenceService")[0]["metadata"].update(name="sklearn")),
 ], ids=["vs-on-other-gateway", "public-vs-missing", "gateway-not-selected", "weighted-route", "model-name-differs",
-        "release-not-routed", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-service",
+        "release-not-routed", "short-name-in-other-namespace", "alerts-on-renamed-release", "alert-on-other-namespace", "alert-label-not-a-service",
         "alert-on-unsplit-host",
         "release-header-names-other-release", "release-header-missing", "raw-deployment-mode", "not-cluster-local",
         "visibility-as-annotation", "named-like-the-public-host"])

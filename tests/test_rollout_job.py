@@ -3,11 +3,17 @@ command line is one `canary-split rollout` accepts, it patches the WasmPlugin is
 judges the two releases the VirtualServices route to, and may do no more than that."""
 
 import pathlib
+import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "e2e"))
+
+from istio_routes import CLUSTER_DOMAIN, destination_hosts  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ISTIO = ROOT / "istio"
@@ -22,12 +28,29 @@ JOB_FILE = documents(ISTIO / "rollout" / "job.yaml")
 PLUGIN = documents(ISTIO / "wasmplugin.yaml")["WasmPlugin"]
 
 
+def expand(text: str, environment: dict[str, str]) -> str:
+    """Kubernetes' expansion of a container's command and args (`third_party/forked/golang/expansion`
+    in kubernetes/kubernetes, documented with `Container.args`): `$(NAME)` becomes the value of
+    the container's variable NAME, a reference to an unset one stays as written, `$$` is `$`."""
+    def replace(reference: re.Match) -> str:
+        if reference[0] == "$$":
+            return "$"
+        return environment.get(reference[1], reference[0])
+    return re.sub(r"\$\$|\$\(([^)]*)\)", replace, text)
+
+
+def environment(job_file: dict) -> dict[str, str]:
+    (container,) = job_file["Job"]["spec"]["template"]["spec"]["containers"]
+    return {variable["name"]: variable["value"] for variable in container.get("env", []) if "value" in variable}
+
+
 def job_commands(job_file: dict) -> tuple[list[str], list[str]]:
-    """The Job's shell script: the `kubectl get` that fetches the plugin, then the rollout."""
+    """The Job's shell script as sh runs it, once Kubernetes expanded the container's variables:
+    the `kubectl get` that fetches the plugin, then the rollout."""
     (container,) = job_file["Job"]["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["sh", "-c"]
     (script,) = container["args"]
-    fetch, rollout = (shlex.split(part) for part in script.split("&&"))
+    fetch, rollout = (shlex.split(part) for part in expand(script, environment(job_file)).split("&&"))
     return fetch, rollout
 
 
@@ -47,8 +70,12 @@ def problems(job_file: dict) -> list[str]:
     if rollout[:3] != ["exec", "canary-split", "rollout"] or "--kubectl" not in rollout or "--run" not in rollout:
         found.append("does not run `canary-split rollout --kubectl --run`")
 
-    destinations = {route["destination"]["host"] for vs in yaml.safe_load_all((ISTIO / "virtualservices.yaml").read_text())
-                    for http in vs["spec"]["http"] for route in http["route"]}
+    if any("$(" in arg for arg in fetch + rollout):
+        found.append("refers to a variable the container does not set")
+    # The VirtualServices' short names as Istio resolves them, in the domain the Job names.
+    domain = environment(job_file).get("CLUSTER_DOMAIN", CLUSTER_DOMAIN)
+    destinations = {host for vs in yaml.safe_load_all((ISTIO / "virtualservices.yaml").read_text())
+                    for host in destination_hosts(vs, domain)}
     for release in ("--primary", "--canary"):
         if flag(rollout, release) not in destinations:
             found.append(f"{release} {flag(rollout, release)} is not a destination of the VirtualServices")
@@ -74,6 +101,16 @@ def test_the_job_patches_the_deployed_plugin_and_judges_the_routed_releases():
     assert problems(JOB_FILE) == []
 
 
+def test_the_cluster_domain_is_set_in_one_place():
+    def other_domain(job_file):
+        (variable,) = [v for v in container(job_file)["env"] if v["name"] == "CLUSTER_DOMAIN"]
+        variable["value"] = "example.internal"
+    job_file = broken(other_domain)
+    _, rollout = job_commands(job_file)
+    assert flag(rollout, "--canary") == "sklearn-canary-predictor.models.svc.example.internal"
+    assert problems(job_file) == []
+
+
 def broken(edit) -> dict:
     job_file = documents(ISTIO / "rollout" / "job.yaml")
     edit(job_file)
@@ -91,7 +128,10 @@ def container(job_file: dict) -> dict:
     lambda f: f["Role"]["rules"][0].update(verbs=["get", "patch", "delete"]),
     lambda f: f["RoleBinding"]["subjects"][0].update(name="default"),
     lambda f: f["Job"]["spec"].update(backoffLimit=3),
-], ids=["unrouted-release", "other-plugin", "prints-only", "role-too-wide", "unbound-account", "retries"])
+    lambda f: container(f).update(env=[v for v in container(f)["env"] if v["name"] != "CLUSTER_DOMAIN"]),
+    lambda f: container(f).update(args=[container(f)["args"][0].replace("models.svc.$(CLUSTER_DOMAIN)", "models")]),
+], ids=["unrouted-release", "other-plugin", "prints-only", "role-too-wide", "unbound-account", "retries",
+        "domain-unset", "short-release-name"])
 def test_each_check_catches_its_problem(edit):
     assert problems(broken(edit)) != []
 

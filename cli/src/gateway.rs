@@ -16,7 +16,9 @@
 //!   already named is dropped (`CheckDuplicates`, `mergeGateways`);
 //! - a WasmPlugin runs on every listener its `match` selects; on a gateway a listener is of mode
 //!   CLIENT and its port is the resolved one (`matchTrafficSelectors`,
-//!   `workloadModeForListenerClass` in pilot/pkg/model/extensions.go).
+//!   `workloadModeForListenerClass` in pilot/pkg/model/extensions.go);
+//! - a VirtualService host without a dot is a Service in its namespace, in the cluster's domain
+//!   (`ResolveShortnameToFQDN` in pilot/pkg/model/config.go).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +30,18 @@ use serde_json::Value;
 /// unprivileged ports); any other port, and every port on the `istio/gateway` Helm chart, is
 /// listened on as it is.
 const ISTIOCTL_TARGET_PORTS: &[(u32, u32)] = &[(80, 8080), (443, 8443)];
+
+/// The cluster's DNS domain, which Istio appends to short names (istiod's `--domain`).
+const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// A VirtualService host as Istio reads it: a name without a dot is `<name>.<namespace>.svc.<domain>`;
+/// `*`, IP addresses and names with a dot stay as they are.
+fn resolve_short_name(host: &str, namespace: &str, domain: &str) -> String {
+    if host.is_empty() || host == "*" || host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
+        return host.to_owned();
+    }
+    format!("{host}.{namespace}.svc.{domain}")
+}
 
 /// The port a Gateway server's port resolves to on istioctl's `istio-ingressgateway`.
 fn istioctl_target_port(port: u32) -> u32 {
@@ -367,7 +381,10 @@ impl Routing {
         self.virtual_services.retain(|vs| vs.name != name);
         self.virtual_services.push(VirtualService {
             kind: "VirtualService",
-            hosts: texts(document, "/spec/hosts", &what)?,
+            hosts: texts(document, "/spec/hosts", &what)?
+                .iter()
+                .map(|host| resolve_short_name(host, &namespace, CLUSTER_DOMAIN))
+                .collect(),
             header_matches: header_matches(document),
             gateways,
             namespace,
@@ -777,6 +794,25 @@ mod tests {
 
     fn yaml(text: &str) -> Value {
         serde_yaml_ng::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn short_virtual_service_hosts_are_services_of_its_namespace() {
+        assert_eq!(
+            resolve_short_name("sklearn", "models", "example.internal"),
+            "sklearn.models.svc.example.internal"
+        );
+        for kept in ["*", "sklearn.models", "models.example.com", "10.0.0.1", "::1", ""] {
+            assert_eq!(resolve_short_name(kept, "models", CLUSTER_DOMAIN), kept);
+        }
+        let mut routing = Routing::default();
+        let vs =
+            "metadata: {name: sklearn, namespace: models}\nspec: {hosts: [sklearn, a.example.com], gateways: [gw]}";
+        routing.add_virtual_service(&yaml(vs), "test").unwrap();
+        assert_eq!(
+            routing.virtual_services[0].hosts,
+            ["sklearn.models.svc.cluster.local", "a.example.com"]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ deploy.
 
 from __future__ import annotations
 
+import ipaddress
 import pathlib
 from dataclasses import dataclass, field
 
@@ -28,6 +29,11 @@ HELM_CHART_TARGET_PORTS: dict[int, int] = {}
 # The protocols Istio serves through an HTTP connection manager (`Instance.IsHTTP` in
 # pkg/config/protocol/instance.go); `protocol.Parse` compares them case-insensitively.
 HTTP_PROTOCOLS = {"http", "http2", "grpc", "grpc-web", "http_proxy"}
+
+# The cluster's DNS domain, which Istio appends to short names (istiod's `--domain`,
+# `DefaultClusterLocalDomain` in pkg/config/constants/constants.go); every renderer takes it as a
+# parameter with this default.
+CLUSTER_DOMAIN = "cluster.local"
 
 # Istio's retry policy for a route without `retries` (`DefaultPolicy` in
 # pilot/pkg/networking/core/route/retry/retry.go).
@@ -111,6 +117,31 @@ def by_creation(documents: list[dict]) -> list[dict]:
                                             d["metadata"].get("namespace", "")))
 
 
+def resolve_short_name(host: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> str:
+    """A VirtualService host or destination host as Istio reads it (`ResolveShortnameToFQDN` in
+    pilot/pkg/model/config.go, applied by `ResolveVirtualServiceShortnames` in
+    pilot/pkg/model/virtualservice.go): a name without a dot is a Service in the VirtualService's
+    namespace, `<name>.<namespace>.svc.<domain>`; `*`, IP addresses and names with a dot stay."""
+    if not host or host == "*" or "." in host or _is_ip_address(host):
+        return host
+    return f"{host}.{namespace}.svc.{domain}"
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def destination_hosts(vs: dict, domain: str = CLUSTER_DOMAIN) -> list[str]:
+    """The hosts a VirtualService's http routes send to, resolved as Istio does."""
+    namespace = vs["metadata"].get("namespace", "default")
+    return [resolve_short_name(route["destination"]["host"], namespace, domain)
+            for http in vs["spec"]["http"] for route in http["route"]]
+
+
 def cluster_name(destination: dict) -> str:
     """The cluster of a destination: `outbound|<port>|<subset>|<host>` (`BuildSubsetKey` in
     pilot/pkg/model/service.go)."""
@@ -171,10 +202,10 @@ def route_action(cluster: str) -> dict:
     return {"cluster": cluster, "timeout": "0s", "max_grpc_timeout": "0s", "retry_policy": DEFAULT_RETRY_POLICY}
 
 
-def _routes(vs: dict) -> tuple[list[dict], set[str]]:
+def _routes(vs: dict, domain: str) -> tuple[list[dict], set[str]]:
     """A VirtualService's http routes as Envoy routes, in order, and the clusters they use
     (`BuildHTTPRoutesForVirtualService`, `TranslateRoute`: a route per match, named after the
-    http route and the match)."""
+    http route and the match), its destinations' short names resolved in `domain`."""
     name = f'{vs["metadata"]["namespace"]}/{vs["metadata"]["name"]}'
     routes, clusters = [], set()
     for index, http in enumerate(vs["spec"]["http"]):
@@ -184,7 +215,9 @@ def _routes(vs: dict) -> tuple[list[dict], set[str]]:
             raise ValueError(f"{where}: unsupported fields {sorted(unsupported)}")
         if len(http["route"]) != 1 or set(http["route"][0]) != {"destination"}:
             raise ValueError(f"{where}: exactly one destination, no weight or headers of its own")
-        cluster = cluster_name(http["route"][0]["destination"])
+        destination = http["route"][0]["destination"]
+        host = resolve_short_name(destination["host"], vs["metadata"]["namespace"], domain)
+        cluster = cluster_name({**destination, "host": host})
         clusters.add(cluster)
         response_headers = _response_headers_to_add(http["headers"], f"{where}.headers") if "headers" in http else []
         for match_index, match in enumerate(http.get("match") or [{}]):
@@ -285,10 +318,11 @@ def _servers_by_table(manifests: list[dict], gateways: list[str], target_ports: 
     return tables
 
 
-def route_tables(manifests: list[dict], gateways: list[str],
-                 target_ports: dict[int, int] = ISTIOCTL_TARGET_PORTS) -> dict[str, RouteTable]:
+def route_tables(manifests: list[dict], gateways: list[str], target_ports: dict[int, int] = ISTIOCTL_TARGET_PORTS,
+                 domain: str = CLUSTER_DOMAIN) -> dict[str, RouteTable]:
     """The route tables of the gateway workload that serves `gateways` (`namespace/name`), by
-    name, on a gateway whose Service sends its ports to `target_ports` (istioctl's by default).
+    name, on a gateway whose Service sends its ports to `target_ports` (istioctl's by default),
+    in a cluster whose domain is `domain`.
     As buildGatewayHTTPRouteConfig (pilot/pkg/networking/core/gateway.go) builds them: one
     virtual host per host a bound VirtualService and a server admit, named `<host>:<port>`, with
     the routes of every such VirtualService in order and catch-alls moved last
@@ -308,14 +342,14 @@ def route_tables(manifests: list[dict], gateways: list[str],
                     continue
                 namespace = vs["metadata"]["namespace"]
                 hosts = []
-                for host in vs["spec"]["hosts"]:
+                for host in (resolve_short_name(h, namespace, domain) for h in vs["spec"]["hosts"]):
                     if "*" in host:
                         raise ValueError(f'{namespace}/{vs["metadata"]["name"]}: only exact hosts are supported')
                     if any(server_accepts(h, gateway.split("/")[0], namespace, host) for h in server["hosts"]):
                         hosts.append(host.lower())
                 if not hosts:
                     continue
-                routes, clusters = _routes(vs)
+                routes, clusters = _routes(vs, domain)
                 table.clusters |= clusters
                 for host in hosts:
                     vhost = vhosts.setdefault(host, {"name": f"{host}:{port}", "domains": [host], "routes": []})
@@ -335,8 +369,8 @@ def route_tables(manifests: list[dict], gateways: list[str],
 
 
 def route_table_serving(manifests: list[dict], gateways: list[str], host: str, protocol: str = "HTTPS",
-                        target_ports: dict[int, int] = ISTIOCTL_TARGET_PORTS) -> RouteTable:
+                        target_ports: dict[int, int] = ISTIOCTL_TARGET_PORTS, domain: str = CLUSTER_DOMAIN) -> RouteTable:
     """The route table a request for `host` uses on the gateway's port for `protocol`."""
-    (table,) = [t for t in route_tables(manifests, gateways, target_ports).values()
+    (table,) = [t for t in route_tables(manifests, gateways, target_ports, domain).values()
                 if t.name.startswith(f"{protocol.lower()}.") and host in t.domains()]
     return table

@@ -336,6 +336,36 @@ def test_a_trip_lasts_until_a_push_changes_the_route(releases, gateways):
     assert_nothing_failed_by_the_filter(outcomes, load, gateway.envoy)
 
 
+def without_guard() -> dict:
+    config = guard_config()
+    del config["routes"][0]["guard"]
+    return config
+
+
+def without_route() -> dict:
+    config = guard_config()
+    del config["routes"][0]
+    return config
+
+
+@pytest.mark.parametrize("unguarded", [without_guard, without_route], ids=["guard-removed", "route-removed"])
+def test_a_push_that_stops_guarding_a_tripped_host_sets_its_gauge_to_0(releases, gateways, unguarded):
+    """Else `CanarySplitGuardTripped` fires on until the gateway restarts."""
+    releases["canary"].fail(0.5)
+    gateway = gateways(releases, guard_config())
+    load = Load(gateway.envoy.port)
+    wait_for(lambda: gateway.stat("canary_split_guard_tripped") == 1, "the trip", WINDOW_SECONDS + 2)
+    time.sleep(1)  # every worker's tick has seen the trip
+    gateway.push(unguarded())
+    configured = "configured 2 route(s)" if unguarded is without_guard else "configured 1 route(s)"
+    wait_for(lambda: gateway.envoy.log().split("guard tripped")[-1].count(configured) >= 2, "the push", 10)
+    time.sleep(2)  # ticks of both workers after the push
+    load.stop()
+    gauge = "wasmcustom.host=.=shop.example.com;.;canary_split_guard_tripped"
+    assert gateway.envoy.stats("canary_split_guard_tripped$") == {gauge: 0}
+    assert gateway.stat("canary_split_guard_trips_total") == 1
+
+
 def test_envoys_own_5xx_count_as_errors(releases, gateways):
     """A canary nobody listens for: Envoy answers its requests with 503 itself (connection
     refused), and the guard counts those."""

@@ -93,6 +93,30 @@ def test_routes_of_every_virtual_service_of_a_host_merge_into_one_virtual_host_w
     assert table.route_config()["ignore_port_in_host_matching"] is True
 
 
+@pytest.mark.parametrize("destination, domain, cluster", [
+    ("a", "cluster.local", "outbound|80||a.models.svc.cluster.local"),
+    ("a", "example.internal", "outbound|80||a.models.svc.example.internal"),
+    ("a.other", "example.internal", "outbound|80||a.other"),  # a dot: taken as written
+    ("a.models.svc.cluster.local", "example.internal", "outbound|80||a.models.svc.cluster.local"),
+    ("10.0.0.7", "cluster.local", "outbound|80||10.0.0.7"),
+    ("::1", "cluster.local", "outbound|80||::1"),
+])
+def test_a_short_destination_is_a_service_of_the_virtual_services_namespace_in_the_cluster_domain(
+        destination, domain, cluster):
+    to = f"{{destination: {{host: '{destination}', port: {{number: 80}}}}}}"
+    shop = virtual_service("shop", "shop.example.com", f"[{{route: [{to}]}}]")
+    (table,) = route_tables(manifests(f"[{HTTPS}]", shop), [GATEWAY], domain=domain).values()
+    assert table.clusters == {cluster}
+    assert table.virtual_hosts[0]["routes"][0]["route"]["cluster"] == cluster
+
+
+def test_a_short_virtual_service_host_is_a_service_of_its_namespace():
+    servers = "[{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*/*']}]"
+    shop = virtual_service("shop", "shop", f"[{{route: [{TO_A}]}}]")
+    (table,) = route_tables(manifests(servers, shop), [GATEWAY]).values()
+    assert table.domains() == {"shop.models.svc.cluster.local"}
+
+
 def test_routes_get_istios_defaults():
     shop = virtual_service("shop", "shop.example.com", f"[{{route: [{TO_A}]}}]")
     (table,) = route_tables(manifests(f"[{HTTPS}]", shop), [GATEWAY]).values()
