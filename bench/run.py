@@ -64,10 +64,8 @@ HOST_CALLS_MODULE = TARGET / "sdk_host_calls_filter.wasm"
 # handed out sticky cookies, to price what exporting that callback costs every request.
 NO_RESPONSE_CALLBACK_MODULE = TARGET / "canary_split_no_response_headers.wasm"
 RESPONSE_CALLBACK = "proxy_on_response_headers"
-# The guard (issue 14's other half) prices a guarded route beside the unguarded one: once it has
-# landed, set this to the route fields that turn it on ({"guard": {}}); the load table, the
-# "what the response path costs" table and the smoke test then include it.
-GUARDED_ROUTE: dict | None = None
+# A guarded route (every default) beside the unguarded one: what the guard's counting costs.
+GUARDED_ROUTE = {"guard": {}}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PINNED = len(os.sched_getaffinity(0)) >= 2
 GATEWAY_CPU, LOAD_CPU = "0", "1"
@@ -297,8 +295,7 @@ def all_setups(module: pathlib.Path, cargo_module: pathlib.Path) -> list[Setup]:
         canary_split(BARE, True, suffix="-x-forwarded-host", note=", with x-forwarded-host",
                      route_fields={"x_forwarded_host": True}),
     ]
-    if GUARDED_ROUTE:
-        response_path.append(canary_split(BARE, False, suffix="-guarded", note=", guarded", route_fields=GUARDED_ROUTE))
+    response_path.append(canary_split(BARE, False, suffix="-guarded", note=", guarded", route_fields=GUARDED_ROUTE))
 
     def compared(shape: str) -> list[Setup]:
         return [
