@@ -450,6 +450,12 @@ fn protected_release_hosts(
         if route.release_hosts != ReleaseHosts::Token {
             continue;
         }
+        if !route.has_token_pins() {
+            return Err(ConfigError {
+                path: format!("routes[{index}].release_hosts"),
+                problem: "\"token\" admits only a request with a pin token, but the route has no token pin rule: every direct request would get 403".to_owned(),
+            });
+        }
         let mut any = false;
         for variant in [Variant::Primary, Variant::Canary] {
             let Some(target_host) = &route.target(variant).host else {
@@ -1882,8 +1888,9 @@ mod tests {
             (r#"{"routes": [], "max_token_ttl_seconds": -5}"#.into(), "max_token_ttl_seconds: expected a whole number of seconds, found the number -5"),
             (r#"{"routes": [], "max_token_ttl_seconds": "1h"}"#.into(), "max_token_ttl_seconds: expected a whole number of seconds, found the string \"1h\""),
             (route_with(r#""release_hosts": "closed""#), "routes[0].release_hosts: \"closed\" is not \"open\" or \"token\""),
-            (route_with(r#""release_hosts": "token""#), "routes[0].release_hosts: \"token\" protects the releases' own hosts, but neither primary nor canary has a host"),
-            (format!(r#"{{"routes": [{}, {}]}}"#, r#"{"host": "a.example.com", "primary": {}, "canary": {"host": "B.example.com:8080"}, "canary_weight": 1, "release_hosts": "token"}"#, r#"{"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 1}"#), "routes[0].canary.host: \"b.example.com:8080\" is the host of routes[1], which the filter splits: it cannot also be a protected release host"),
+            (route_with(r#""release_hosts": "token""#), "routes[0].release_hosts: \"token\" admits only a request with a pin token, but the route has no token pin rule: every direct request would get 403"),
+            (route_with(r#""release_hosts": "token", "pin": [{"token": {"header": "x-t"}}]"#), "routes[0].release_hosts: \"token\" protects the releases' own hosts, but neither primary nor canary has a host"),
+            (format!(r#"{{"routes": [{}, {}]}}"#, r#"{"host": "a.example.com", "primary": {}, "canary": {"host": "B.example.com:8080"}, "canary_weight": 1, "release_hosts": "token", "pin": [{"token": {"header": "x-t"}}]}"#, r#"{"host": "b.example.com", "primary": {}, "canary": {}, "canary_weight": 1}"#), "routes[0].canary.host: \"b.example.com:8080\" is the host of routes[1], which the filter splits: it cannot also be a protected release host"),
         ];
         for (json, expected) in cases {
             assert_eq!(error_of(json), *expected, "config: {json}");
