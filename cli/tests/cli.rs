@@ -3,36 +3,9 @@
 // Test code: a failed expectation should stop the test.
 #![allow(clippy::expect_used)]
 
-use std::process::{Command, Output};
+mod common;
 
-fn run(args: &[&str]) -> Output {
-    run_with_env(args, &[])
-}
-
-/// Runs the tool with only the pin key variables given here.
-fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_canary-split"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env_remove("CANARY_SPLIT_PIN_KEYS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn temp_file(name: &str, contents: &str) -> String {
-    let path = std::env::temp_dir().join(format!("canary-split-cli-{}-{name}", std::process::id()));
-    std::fs::write(&path, contents).expect("writes");
-    path.to_string_lossy().into_owned()
-}
+use common::{run, run_with_env, stderr, stdout, temp_file};
 
 #[test]
 fn check_accepts_json_and_wasmplugin_yaml() {

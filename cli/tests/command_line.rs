@@ -4,32 +4,13 @@
 // Test code: a failed expectation should stop the test.
 #![allow(clippy::expect_used)]
 
-use std::process::{Command, Output};
+mod common;
+
+use common::{run, stderr, stdout, temp_file};
+
+use std::process::Command;
 
 use serde::{Deserialize, Serialize};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_canary-split"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env_remove("CANARY_SPLIT_PIN_KEYS")
-        .output()
-        .expect("runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn temp_file(name: &str, contents: &str) -> String {
-    let path = std::env::temp_dir().join(format!("canary-split-command-line-{}-{name}", std::process::id()));
-    std::fs::write(&path, contents).expect("writes");
-    path.to_string_lossy().into_owned()
-}
 
 /// Every subcommand and the flags (or arguments) its help must name.
 const SUBCOMMANDS: &[(&str, &[&str])] = &[
