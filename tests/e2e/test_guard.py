@@ -245,7 +245,7 @@ def test_a_failing_canary_is_out_of_the_split_on_every_worker_within_the_window(
     assert gateway.stat("canary_split_guard_tripped") == 1
     assert gateway.stat("canary_split_guard_trips_total") == 1
     assert gateway.stat("canary_split_requests_total", split_release="primary", reason="guard") > 0
-    trips = [line for line in gateway.envoy.log().splitlines() if "guard tripped for shop.example.com" in line]
+    trips = trip_log_lines(gateway)
     assert len(trips) == 1 and "[warning]" in trips[0], trips
     assert "judged requests" in trips[0] and "primary" in trips[0]
 
@@ -303,6 +303,15 @@ def wait_for(predicate, what: str, timeout: float):
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def trip_log_lines(gateway) -> list[str]:
+    """The trip's log lines, once Envoy has written them: the gauge can be read before the log
+    file's next flush."""
+    def lines():
+        return [line for line in gateway.envoy.log().splitlines() if "guard tripped for shop.example.com" in line]
+    wait_for(lines, "the trip's log line", 5)
+    return lines()
 
 
 def test_a_trip_lasts_until_a_push_changes_the_route(releases, gateways):
@@ -392,5 +401,5 @@ def test_a_slow_canary_trips_the_latency_rule(releases, gateways):
     wait_for(lambda: gateway.stat("canary_split_guard_tripped") == 1, "the trip", WINDOW_SECONDS + 2)
     outcomes = load.stop()
     assert_nothing_failed_by_the_filter(outcomes, load, gateway.envoy)
-    (trip,) = [line for line in gateway.envoy.log().splitlines() if "guard tripped for shop.example.com" in line]
+    (trip,) = trip_log_lines(gateway)
     assert "judged requests slower than 150 ms" in trip, trip
