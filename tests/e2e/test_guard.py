@@ -270,7 +270,7 @@ def test_a_canary_within_its_limits_is_never_taken_out(releases, gateways, prima
     assert_nothing_failed_by_the_filter(outcomes + pinned_outcomes, load, gateway.envoy)
     assert gateway.stat("canary_split_guard_tripped") == 0
     assert gateway.stat("canary_split_guard_trips_total") == 0
-    assert gateway.stat("canary_split_requests_total", release="primary", reason="guard") == 0
+    assert gateway.stat("canary_split_requests_total", split_release="primary", reason="guard") == 0
 
 
 def test_fewer_judged_requests_than_min_requests_never_trip(releases, gateways):
