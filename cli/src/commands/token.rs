@@ -90,7 +90,9 @@ pub fn token(args: &TokenArgs) -> Result<String, String> {
     let expiry = unix_time(args.now)?
         .checked_add(seconds)
         .ok_or_else(|| format!("--ttl {ttl:?} is too long"))?;
-    let token = keys.mint(&host, to, expiry).ok_or("no key to sign with")?;
+    // The filter verifies a token against the host of the route it matched.
+    let signed_for = route.map_or(host.as_str(), |route| route.host.as_str());
+    let token = keys.mint(signed_for, to, expiry).ok_or("no key to sign with")?;
     if let Some(route) = route {
         // On stderr: scripts capture stdout, which holds the token alone.
         eprintln!("{}", where_to_send(route, to, expiry));
