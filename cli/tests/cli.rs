@@ -527,6 +527,158 @@ fn token_says_what_is_wrong() {
     assert_eq!(token(&["--key-file", &empty], &[]), format!("{empty} is empty"));
 }
 
+/// A gateway's config for `token --config`: a route with token pins and a protected canary host,
+/// one without a token pin, a TTL limit of 2h and keys in a variable of its own.
+const GATEWAY_CONFIG: &str = r#"{"pin_keys_env": "SHOP_PIN_KEYS", "max_token_ttl_seconds": 7200, "routes": [
+    {"host": "shop.example.com", "primary": {}, "canary": {"host": "shop-canary.example.com:8080"},
+     "canary_weight": 0, "release_hosts": "token",
+     "pin": [{"header": "traffic", "value": "test", "to": "canary"},
+             {"token": {"header": "x-canary-token"}}, {"token": {"cookie": "canary-token"}}]},
+    {"host": "plain.example.com", "primary": {}, "canary": {}, "canary_weight": 5,
+     "pin": [{"header": "traffic", "value": "test", "to": "canary"}]}]}"#;
+
+/// `token --config CONFIG` for canary at the golden token's time, with `extra` flags (a flag
+/// there stands in for the default one) and only the key variables in `env`.
+fn token_for_gateway(config: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut args = vec!["token".to_owned(), "--config".to_owned(), config.to_owned()];
+    for (flag, default) in [("--host", "shop.example.com"), ("--ttl", "2h")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), default.to_owned()]);
+        }
+    }
+    args.extend(["--to", "canary", "--now", "1899992800"].map(str::to_owned));
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_with_env(&args, env)
+}
+
+#[test]
+fn token_with_config_mints_the_same_token_from_the_configs_key_variable() {
+    let config = temp_file("gateway-mints.json", GATEWAY_CONFIG);
+    // 2h is the config's max_token_ttl_seconds: the longest it allows. The host is normalized as
+    // the filter does. The config's variable is read, not the default one.
+    let output = token_for_gateway(
+        &config,
+        &["--host", "Shop.Example.com."],
+        &[
+            ("SHOP_PIN_KEYS", &format!("{KEY_1},{KEY_2}")),
+            ("CANARY_SPLIT_PIN_KEYS", KEY_2),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("{GOLDEN}\n"));
+    // Where to send it goes to stderr, so `TOKEN=$(canary-split token ...)` captures the token alone.
+    assert_eq!(
+        stderr(&output),
+        "send it in header x-canary-token or cookie canary-token, to shop.example.com or its canary host \
+         shop-canary.example.com:8080; it pins canary until 1900000000 (Unix seconds)\n"
+    );
+    // --key-env and --key-file still say where the keys are.
+    let explicit = token_for_gateway(
+        &config,
+        &["--key-env", "MY_KEYS"],
+        &[("MY_KEYS", KEY_1), ("SHOP_PIN_KEYS", KEY_2)],
+    );
+    assert_eq!(stdout(&explicit), format!("{GOLDEN}\n"), "{}", stderr(&explicit));
+    let file = temp_file("gateway-keys", KEY_1);
+    let from_file = token_for_gateway(&config, &["--key-file", &file], &[("SHOP_PIN_KEYS", KEY_2)]);
+    assert_eq!(stdout(&from_file), format!("{GOLDEN}\n"), "{}", stderr(&from_file));
+    let unset = token_for_gateway(&config, &[], &[("CANARY_SPLIT_PIN_KEYS", KEY_1)]);
+    assert_eq!(unset.status.code(), Some(1));
+    assert_eq!(
+        stderr(&unset).trim(),
+        "SHOP_PIN_KEYS is not set: it holds the keys to sign with"
+    );
+
+    // The shipped WasmPlugin, as the README's example mints for it: the same bytes as without --config.
+    let keys = temp_file("readme-keys", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n");
+    let mut args = vec![
+        "token",
+        "--host",
+        "sklearn-predictor-models.example.com",
+        "--to",
+        "canary",
+        "--ttl",
+        "2h",
+        "--key-file",
+        &keys,
+        "--now",
+        "1796196139",
+    ];
+    let without = run(&args);
+    assert_eq!(
+        stdout(&without),
+        "v1.canary.1796203339.oP31x-EkZAmjehWh8KirBPK82AbFipkj5W9b4-hb7yw\n"
+    );
+    assert_eq!(stderr(&without), "");
+    args.extend(["--config", "istio/wasmplugin.yaml"]);
+    let with = run(&args);
+    assert!(with.status.success(), "{}", stderr(&with));
+    assert_eq!(stdout(&with), stdout(&without));
+    assert_eq!(
+        stderr(&with),
+        "send it in header x-canary-token, to sklearn-predictor-models.example.com or its canary host \
+         sklearn-canary-predictor-models.example.com; it pins canary until 1796203339 (Unix seconds)\n"
+    );
+}
+
+#[test]
+fn token_with_config_refuses_a_token_the_gateway_would_pass_over() {
+    let config = temp_file("gateway-refuses.json", GATEWAY_CONFIG);
+    let key = [("SHOP_PIN_KEYS", KEY_1)];
+    let refused = |extra: &[&str]| {
+        let output = token_for_gateway(&config, extra, &key);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {}", stderr(&output));
+        assert_eq!(stdout(&output), "", "{extra:?}");
+        stderr(&output).trim().replace(&config, "CONFIG")
+    };
+    assert_eq!(
+        refused(&["--ttl", "30d"]),
+        "--ttl 30d is 2592000 seconds, more than max_token_ttl_seconds (7200) in CONFIG: \
+         the filter would pass the token over as too_long"
+    );
+    assert_eq!(
+        refused(&["--ttl", "7201s"]),
+        "--ttl 7201s is 7201 seconds, more than max_token_ttl_seconds (7200) in CONFIG: \
+         the filter would pass the token over as too_long"
+    );
+    assert_eq!(
+        refused(&["--host", "other.example.com"]),
+        "--host other.example.com: no route for it in CONFIG (its routes: shop.example.com, plain.example.com)"
+    );
+    assert_eq!(
+        refused(&["--host", "plain.example.com"]),
+        "--host plain.example.com: route plain.example.com in CONFIG has no token pin rule, so the filter \
+         reads no token there (add one to its pin, e.g. {\"token\": {\"header\": \"x-canary-token\"}})"
+    );
+    assert_eq!(
+        refused(&["--host", "Shop-Canary.example.com"]),
+        "--host shop-canary.example.com is the canary host of route shop.example.com in CONFIG, not a \
+         route's host: tokens are signed for the route's host (--host shop.example.com)"
+    );
+    // A config the filter refuses mints nothing either.
+    let invalid = temp_file("invalid-gateway.json", &GATEWAY_CONFIG.replace("7200", "0"));
+    let output = run_with_env(
+        &[
+            "token",
+            "--config",
+            &invalid,
+            "--host",
+            "shop.example.com",
+            "--to",
+            "canary",
+            "--ttl",
+            "1h",
+        ],
+        &key,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        format!("{invalid}: invalid configuration: max_token_ttl_seconds: must be at least 1 (omit it for no limit)")
+    );
+}
+
 #[test]
 fn explain_says_whether_a_token_verifies_and_why_not() {
     let config = temp_file("tokens.json", TOKEN_CONFIG);

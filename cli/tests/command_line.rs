@@ -79,8 +79,9 @@ const SUBCOMMANDS: &[(&str, &[&str])] = &[
             "--to <RELEASE>",
             "[possible values: primary, canary]",
             "--ttl <DURATION>",
+            "--config <FILE>",
             "--key-env <NAME>",
-            "[default: CANARY_SPLIT_PIN_KEYS]",
+            "[default: the config's pin_keys_env with --config, else CANARY_SPLIT_PIN_KEYS]",
             "--key-file <FILE>",
             "--now <UNIX_SECONDS>",
         ],
@@ -334,7 +335,8 @@ fn the_zsh_and_fish_completion_scripts_know_every_command_and_flag() {
         assert!(fish.contains(&format!("-a \"{subcommand}\"")), "fish: {subcommand}");
         for flag in flags
             .iter()
-            .filter_map(|flag| flag.split_whitespace().find(|w| w.starts_with("--")))
+            // A flag's name opens its entry; a default's text may name other flags.
+            .filter_map(|flag| flag.split_whitespace().next().filter(|w| w.starts_with("--")))
         {
             let long = flag.trim_start_matches("--");
             assert!(

@@ -2,22 +2,25 @@
 weight; expired, other-host, tampered, unknown-key and malformed tokens do not, and are counted;
 two keys both verify during a rotation; keys come from the VM's environment, and a config with a
 token pin and no usable key is refused. Tokens are minted by `pin_token.py`, an implementation
-independent of the filter's."""
+independent of the filter's, and by `canary-split token --config` from the gateway's own config."""
 
 import json
+import os
 import re
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
 from conftest import envoy_from_istio
-from harness import Client, Envoy, bootstrap, catch_all_route, split_routes, wasm_failures
+from harness import ROOT, Client, Envoy, bootstrap, catch_all_route, split_routes, wasm_failures
 from istio_routes import load_manifests, vm_environment, wasm_plugin
 from pin_token import encode_keys, mint, new_key
 from sticky_hash import is_canary
 
 KEYS_ENV = "CANARY_SPLIT_PIN_KEYS"
+CLI = ROOT / "target" / "debug" / "canary-split"
 FROM_THE_GATEWAY = {"host_env_keys": [KEYS_ENV]}  # Istio's vmConfig.env with valueFrom: HOST
 KEY_OLD, KEY_NEW, KEY_UNKNOWN = new_key(b"old"), new_key(b"new"), new_key(b"unknown")
 ZERO, ALL = "shop.example.com", "all.example.com"
@@ -130,6 +133,41 @@ def test_pin_keys_env_names_the_variable_and_inline_values_reach_the_vm_too(star
     assert client.get(ZERO, [("x-canary-token", mint(KEY_OLD, ZERO, "canary", in_an_hour()))]).upstream == "canary"
 
 
+def cli_token(*args: str, keys: dict[str, str]) -> subprocess.CompletedProcess:
+    """`canary-split token ARGS`, with only the key variables in `keys`."""
+    env = {name: value for name, value in os.environ.items() if name != KEYS_ENV} | keys
+    return subprocess.run([str(CLI), "token", *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_a_token_minted_with_the_gateways_config_is_honoured_and_one_it_refuses_would_not_be(start, tmp_path):
+    config = {**CONFIG, "pin_keys_env": "GATEWAY_PIN_KEYS", "max_token_ttl_seconds": 7200}
+    config_file = tmp_path / "filter-config.json"
+    config_file.write_text(json.dumps(config))
+    keys = {"GATEWAY_PIN_KEYS": encode_keys(KEY_NEW, KEY_OLD)}
+    client = start({}, config=config, vm_environment={"key_values": keys})
+    for host, release in ((ZERO, "canary"), (ALL, "primary")):
+        # The CLI reads the keys from the config's pin_keys_env, as the gateway does.
+        minted = cli_token("--config", str(config_file), "--host", host, "--to", release, "--ttl", "2h", keys=keys)
+        assert minted.returncode == 0, minted.stderr
+        token = minted.stdout.strip()
+        assert minted.stdout == token + "\n"
+        assert minted.stderr.startswith(f"send it in header x-canary-token or cookie canary-token, to {host};")
+        assert client.get(host, [("x-canary-token", token)]).upstream == release
+        assert client.get(host, [("cookie", f"canary-token={token}")]).upstream == release
+    assert rejected_tokens(client.envoy) == {}
+
+    # Longer than max_token_ttl_seconds: refused with the config, and passed over by the gateway
+    # when minted without it.
+    too_long = ["--host", ZERO, "--to", "canary", "--ttl", "3h"]
+    refused = cli_token("--config", str(config_file), *too_long, keys=keys)
+    assert (refused.returncode, refused.stdout) == (1, ""), refused.stderr
+    assert "more than max_token_ttl_seconds (7200)" in refused.stderr
+    minted = cli_token(*too_long, "--key-env", "GATEWAY_PIN_KEYS", keys=keys)
+    assert minted.returncode == 0, minted.stderr
+    assert client.get(ZERO, [("x-canary-token", minted.stdout.strip())]).upstream == "primary"
+    assert rejected_tokens(client.envoy) == {(ZERO, "too_long"): 1}
+
+
 @pytest.mark.parametrize("env, vm_environment, message", [
     ({}, FROM_THE_GATEWAY, "needs a key, but the VM's environment has no CANARY_SPLIT_PIN_KEYS"),
     # The gateway has the keys, but the plugin does not pass them on to its VM.
@@ -165,3 +203,9 @@ def test_the_shipped_wasmplugin_takes_its_keys_from_the_gateway(upstreams, gatew
             assert client.get(public, [("x-canary-token", token), ("x-user-id", user)]).upstream == "canary"
         forged = mint(KEY_UNKNOWN, public, "canary", in_an_hour())
         assert client.get(public, [("x-canary-token", forged), ("x-user-id", user)]).upstream == "primary"
+        # As the README mints one: with the CLI, from the shipped WasmPlugin and the gateway's keys.
+        shipped = str(ROOT / "istio" / "wasmplugin.yaml")
+        minted = cli_token("--config", shipped, "--host", public, "--to", "canary", "--ttl", "2h",
+                           keys={KEYS_ENV: encode_keys(KEY_NEW, KEY_OLD)})
+        assert minted.returncode == 0, minted.stderr
+        assert client.get(public, [("x-canary-token", minted.stdout.strip()), ("x-user-id", user)]).upstream == "canary"

@@ -300,7 +300,7 @@ fn token_details(route: &Route, source: &KeySource, request: &CommandLineRequest
     }
 }
 
-fn describe(source: &KeySource) -> String {
+pub fn describe(source: &KeySource) -> String {
     match source {
         KeySource::Header(name) => format!("header {name}"),
         KeySource::Cookie(name) => format!("cookie {name}"),
