@@ -430,3 +430,45 @@ def test_the_pin_keys_check_catches_its_problem(edit_plugin, edit_patch):
     edit_plugin(wasm_plugin(manifests))
     edit_patch(patch)
     assert pin_keys_problems(manifests, patch) != []
+
+
+def tls_secret_problems(manifests: list[dict], readme: str) -> list[str]:
+    """Each credentialName of a Gateway in istio/ is a TLS Secret the README's deploy steps create,
+    in the namespace of the gateway's pods (where its Deployment is patched): Istio reads an
+    Istio Gateway's credentialName from the proxy's own namespace, whatever the Gateway's
+    (ParseResourceName, pilot/pkg/model/credentials/resource.go; filterAuthorizedResources,
+    pilot/pkg/xds/sds.go)."""
+    pods = set(re.findall(r"kubectl -n (\S+) patch deployment istio-ingressgateway", readme))
+    created = dict((name, namespace) for namespace, name in
+                   re.findall(r"kubectl -n (\S+) create secret tls (\S+)", readme))
+    problems = [] if len(pods) == 1 else [f"the README patches the gateway's Deployment in {sorted(pods)}, "
+                                          "not in one namespace"]
+    for gateway in of_kind(manifests, "Gateway"):
+        for server in gateway["spec"]["servers"]:
+            name = server.get("tls", {}).get("credentialName")
+            if name is None:
+                continue
+            if name not in created:
+                problems.append(f"{gateway['metadata']['name']}: no README step creates its TLS Secret {name}")
+            elif {created[name]} != pods:
+                problems.append(f"{gateway['metadata']['name']}: the README creates {name} in {created[name]}, "
+                                f"not where the gateway's pods run ({', '.join(sorted(pods))})")
+    return problems
+
+
+def test_the_readme_creates_the_gateways_tls_secret_where_istio_reads_it():
+    assert tls_secret_problems(MANIFESTS, README) == []
+
+
+def renamed_credential(manifests):
+    (gateway,) = of_kind(manifests, "Gateway")
+    gateway["spec"]["servers"][1]["tls"]["credentialName"] = "other-tls"
+
+
+@pytest.mark.parametrize("edit, readme", [
+    (renamed_credential, README),
+    (lambda m: None, README.replace("kubectl -n istio-system create secret tls", "kubectl -n models create secret tls")),
+    (lambda m: None, README.replace("create secret tls", "create secret generic")),
+], ids=["other-credential", "secret-in-the-gateways-namespace", "no-tls-secret-step"])
+def test_the_tls_secret_check_catches_its_problem(edit, readme):
+    assert tls_secret_problems(broken(edit), readme) != []

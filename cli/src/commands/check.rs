@@ -14,7 +14,10 @@ use crate::{Failure, Output};
 #[derive(clap::Args)]
 #[command(after_help = format!("Messages are the filter's own, word for word. Token pins' keys are checked when their \
 variable (pin_keys_env) is set here. Given Gateways and VirtualServices too (or Gateway API Gateways and HTTPRoutes), \
-every route in authority mode must reach its release hosts from its public host's route table.
+every route in authority mode must reach its release hosts from its public host's route table. Route tables are \
+named as on istioctl's istio-ingressgateway, whose Service sends port 80 to 8080 and 443 to 8443 (http.8080; the \
+istio/gateway Helm chart's gateway keeps its ports, so Envoy calls that table http.80 there); a WasmPlugin's match \
+is judged on both installs.
 
 Examples:
   canary-split check filter-config/example.json
