@@ -66,5 +66,7 @@ def test_a_readme_example_is_the_clis_real_output(steps, tmp_path):
     env["PATH"] = f"{CLI_DIR}:{env['PATH']}"
     for command, shown in steps:
         # A comment after the command says where its input comes from; the shell drops it.
-        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert result.stdout + result.stderr == shown, command
+        # Both streams in one pipe, in the order written, as a terminal shows them.
+        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert result.stdout == shown, command
