@@ -52,8 +52,8 @@ impl CookieAssignment {
     }
 }
 
-/// How many random bytes make a sticky key: 128 bits, beyond the 96, so keys handed out for
-/// years never repeat in practice.
+/// How many random bytes make a sticky key: 128 bits, so keys handed out for years by every replica
+/// never repeat in practice.
 pub const KEY_BYTES: usize = 16;
 
 /// A new sticky key from the host's random bytes: all of them, in base64url without padding (22
