@@ -7,7 +7,7 @@ use std::ops::Range;
 use crate::config::{KeySource, PinRule, Route, Variant};
 use crate::cookie;
 use crate::pin_token::TokenRejection;
-use crate::sticky_hash;
+use crate::{sticky_cookie, sticky_hash};
 
 /// What the decision may read from a request. Each value is fetched only when a rule needs it,
 /// so a route without pins or stickiness costs no header reads.
@@ -56,26 +56,29 @@ pub struct RejectedToken {
 /// A route that hands out sticky cookies (`assign`) decides a request without its key at random
 /// here, as if it had none: the filter uses [`decide_assigning`], which gives it one.
 pub fn decide(route: &Route, request: &impl RequestView, random_bucket: impl FnOnce() -> u16) -> Decision {
-    decide_with(route, request, random_bucket, None::<fn() -> String>).0
+    decide_with(route, request, random_bucket, None::<fn() -> _>).0
 }
 
 /// As [`decide`]; and on a route that hands out sticky cookies, a request that no pin decides and
-/// that carries no key (or an empty one) gets `new_key()` and is decided with it exactly as if it
-/// had carried it. The new key comes back beside the decision, for the `Set-Cookie`.
+/// that carries no key (or an empty one) gets a new key made of `key_bytes()` (the host's random
+/// bytes, see [`sticky_cookie::new_key`]) and is decided with it exactly as if it had carried it.
+/// The new key comes back beside the decision, for the `Set-Cookie`. When the host has no random
+/// bytes to give (`None`), the request is decided at random and gets no key: a key made of
+/// anything weaker could repeat, and put users who never met on one key for its whole lifetime.
 pub fn decide_assigning(
     route: &Route,
     request: &impl RequestView,
     random_bucket: impl FnOnce() -> u16,
-    new_key: impl FnOnce() -> String,
+    key_bytes: impl FnOnce() -> Option<[u8; sticky_cookie::KEY_BYTES]>,
 ) -> (Decision, Option<String>) {
-    decide_with(route, request, random_bucket, Some(new_key))
+    decide_with(route, request, random_bucket, Some(key_bytes))
 }
 
 fn decide_with(
     route: &Route,
     request: &impl RequestView,
     random_bucket: impl FnOnce() -> u16,
-    new_key: Option<impl FnOnce() -> String>,
+    key_bytes: Option<impl FnOnce() -> Option<[u8; sticky_cookie::KEY_BYTES]>>,
 ) -> (Decision, Option<String>) {
     let mut values = RequestValues::new(request, &route.cookie_names);
     let clock = Cell::new(None);
@@ -106,8 +109,8 @@ fn decide_with(
         .as_ref()
         .and_then(|source| values.read(source))
         .filter(|key| !key.is_empty());
-    let assigned_key = match (sticky_key, &route.assign, new_key) {
-        (None, Some(_), Some(new_key)) => Some(new_key()),
+    let assigned_key = match (sticky_key, &route.assign, key_bytes) {
+        (None, Some(_), Some(key_bytes)) => key_bytes().map(sticky_cookie::new_key),
         _ => None,
     };
     let (bucket, reason) = match sticky_key.or(assigned_key.as_deref().map(str::as_bytes)) {
@@ -772,23 +775,40 @@ mod tests {
         ))
     }
 
-    fn no_key() -> String {
+    fn no_key() -> Option<[u8; sticky_cookie::KEY_BYTES]> {
         panic!("a key made where the decision should not need one")
     }
 
     #[test]
     fn a_request_without_the_cookie_gets_a_new_key_and_is_decided_with_it() {
         let route = assigning_route("50");
+        let random = *b"sixteen  bytes!!";
+        let expected_key = sticky_cookie::new_key(random);
         for cookies in [None, Some(&b"other=1"[..]), Some(b"uid="), Some(b"uid=\"\"")] {
             let request = match cookies {
                 Some(cookies) => FakeRequest::default().with("cookie", cookies),
                 None => FakeRequest::default(),
             };
-            let (decision, key) = decide_assigning(&route, &request, no_random, || "fresh-key".to_owned());
-            assert_eq!(key.as_deref(), Some("fresh-key"), "{cookies:?}");
-            let bucket = sticky_hash::bucket(b"a.example.com", b"fresh-key");
+            let (decision, key) = decide_assigning(&route, &request, no_random, || Some(random));
+            assert_eq!(key.as_ref(), Some(&expected_key), "{cookies:?}");
+            let bucket = sticky_hash::bucket(b"a.example.com", expected_key.as_bytes());
             assert_eq!(decision.reason, Reason::Sticky { bucket });
             assert_eq!(decision.variant == Variant::Canary, bucket < 5_000);
+        }
+    }
+
+    /// Without the host's random bytes a new user is split at random, as without `assign`, and
+    /// gets no cookie; the next request tries again.
+    #[test]
+    fn without_random_bytes_from_the_host_the_request_is_random_and_gets_no_key() {
+        for weight in ["0", "50", "100"] {
+            let route = assigning_route(weight);
+            for bucket in [0, 4_999, 5_000, 9_999] {
+                let (decision, key) = decide_assigning(&route, &FakeRequest::default(), || bucket, || None);
+                assert_eq!((decision.reason, key), (Reason::Random { bucket }, None));
+                let expected = decide(&route, &FakeRequest::default(), || bucket);
+                assert_eq!(decision.variant, expected.variant, "weight {weight}, bucket {bucket}");
+            }
         }
     }
 
@@ -826,7 +846,6 @@ mod tests {
     mod assigning_properties {
         use super::*;
         use crate::properties::check;
-        use crate::sticky_cookie::new_key;
         use proptest::prelude::*;
         #[cfg(target_arch = "wasm32")]
         use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -836,11 +855,11 @@ mod tests {
         #[test]
         fn a_new_key_decides_as_the_same_key_carried_later() {
             check(
-                (any::<u128>(), 0..=10_000u16, 0..=10_000u16),
+                (any::<[u8; sticky_cookie::KEY_BYTES]>(), 0..=10_000u16, 0..=10_000u16),
                 |(random, weight, raised)| {
                     let mut route = assigning_route("0");
                     route.canary_basis_points = weight;
-                    let (first, key) = decide_assigning(&route, &FakeRequest::default(), no_random, || new_key(random));
+                    let (first, key) = decide_assigning(&route, &FakeRequest::default(), no_random, || Some(random));
                     let key = key.expect("a new key");
                     let cookie = format!("session=1; uid={key}");
                     let later = FakeRequest::default().with("cookie", cookie.as_bytes());

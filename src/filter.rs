@@ -7,6 +7,7 @@
 //! routed with its own plugin's configuration.
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -195,8 +196,7 @@ impl Stream {
         if spoofed {
             count(route_stats.spoofed_decision_headers);
         }
-        let new_key = || sticky_cookie::new_key(fastrand::u128(..));
-        let (decision, assigned_key) = decide_assigning(route, &request, || fastrand::u16(..BUCKETS), new_key);
+        let (decision, assigned_key) = decide_assigning(route, &request, || fastrand::u16(..BUCKETS), key_bytes);
         let guarded = guards.on_request(index, &decision);
         let variant = if matches!(guarded, OnRequest::ToPrimary) {
             Variant::Primary // counted by the guard, with reason `guard`
@@ -272,6 +272,28 @@ impl Stream {
     fn remove_token_headers(&self, route: &Route) {
         for name in route.token_headers() {
             self.remove_http_request_header(name);
+        }
+    }
+}
+
+/// The random bytes of a new sticky key, from the host: WASI `random_get`, which Envoy's Wasm host
+/// (proxy-wasm-cpp-host, src/exports.cc `wasi_unstable_random_get`) fills with BoringSSL's
+/// `RAND_bytes`. `None` if the host refuses, logged once per VM: the request is then split at random
+/// without a key (see `decide_assigning`).
+fn key_bytes() -> Option<[u8; sticky_cookie::KEY_BYTES]> {
+    static FAILURE_LOGGED: AtomicBool = AtomicBool::new(false);
+    let mut bytes = [0; sticky_cookie::KEY_BYTES];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => Some(bytes),
+        Err(error) => {
+            if !FAILURE_LOGGED.swap(true, Ordering::Relaxed) {
+                // The errno only: getrandom's error texts cost bytes, for a line Envoy's host has no
+                // reason to print (it fails only past 64 KiB or outside the VM's memory). -1: an errno
+                // out of WASI's range.
+                let errno = error.raw_os_error().unwrap_or(-1);
+                log::warn!("random_get failed (WASI errno {errno}): users without a sticky cookie get none, and a random release");
+            }
+            None
         }
     }
 }

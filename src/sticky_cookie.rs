@@ -3,9 +3,11 @@
 //! keeps it in a cookie, so they keep their release.
 //!
 //! The key is not a secret: it only spreads users evenly over the buckets and tells them apart,
-//! and a client may choose its own, as with any sticky key. It is 128 random bits in base64url
-//! (22 characters), drawn in the filter from `fastrand`, a fast non-cryptographic generator that
-//! each Wasm VM seeds from the host's randomness: uniqueness and an even spread are all it needs.
+//! and a client may choose its own, as with any sticky key. It is [`KEY_BYTES`] bytes (128 bits)
+//! that the filter asks the host for on each new key (WASI `random_get`, which Envoy fills from
+//! its cryptographic generator), every bit of them kept, in base64url (22 characters). Not from
+//! `fastrand`: its state is 64 bits, and in a Wasm VM it seeds itself from the clock and the thread
+//! id, not from the host.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -50,10 +52,14 @@ impl CookieAssignment {
     }
 }
 
-/// A new sticky key from 128 random bits: base64url without padding, 22 characters, all valid in a
-/// cookie value and a URL.
-pub fn new_key(random: u128) -> String {
-    URL_SAFE_NO_PAD.encode(random.to_le_bytes())
+/// How many random bytes make a sticky key: 128 bits, so keys handed out for years by every replica
+/// never repeat in practice.
+pub const KEY_BYTES: usize = 16;
+
+/// A new sticky key from the host's random bytes: all of them, in base64url without padding (22
+/// characters, all valid in a cookie value and a URL).
+pub fn new_key(random: [u8; KEY_BYTES]) -> String {
+    URL_SAFE_NO_PAD.encode(random)
 }
 
 /// Whether a request came over HTTPS, from `x-forwarded-proto` as Envoy passes it on. An edge
@@ -94,19 +100,36 @@ mod tests {
         );
     }
 
+    fn is_url_safe(key: &str) -> bool {
+        key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
     #[test]
-    fn keys_are_22_url_safe_characters_carrying_all_128_bits() {
-        for random in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+    fn keys_are_22_url_safe_characters_carrying_every_random_byte() {
+        let counting: [u8; KEY_BYTES] = std::array::from_fn(|i| (i * 17) as u8);
+        for random in [[0; KEY_BYTES], [0xff; KEY_BYTES], counting] {
             let key = new_key(random);
             assert_eq!(key.len(), 22, "{key}");
-            assert!(
-                key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-                "{key}"
-            );
-            let decoded = URL_SAFE_NO_PAD.decode(&key).expect("base64url");
-            assert_eq!(decoded, random.to_le_bytes());
+            assert!(is_url_safe(&key), "{key}");
+            assert_eq!(URL_SAFE_NO_PAD.decode(&key).expect("base64url"), random);
         }
-        assert_ne!(new_key(1), new_key(1 << 127));
+    }
+
+    /// Flipping any one of the 128 bits gives another key: no bit is dropped or folded into another.
+    #[test]
+    fn every_bit_changes_the_key() {
+        let base: [u8; KEY_BYTES] = std::array::from_fn(|i| (i * 73) as u8 ^ 0xa5);
+        let mut keys = std::collections::BTreeSet::from([new_key(base)]);
+        for byte in 0..KEY_BYTES {
+            for bit in 0..8 {
+                let mut flipped = base;
+                flipped[byte] ^= 1 << bit;
+                let key = new_key(flipped);
+                assert!(key.len() == 22 && is_url_safe(&key), "{key}");
+                assert!(keys.insert(key), "byte {byte} bit {bit} does not change the key");
+            }
+        }
+        assert_eq!(keys.len(), 1 + 8 * KEY_BYTES);
     }
 
     #[test]

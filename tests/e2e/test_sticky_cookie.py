@@ -1,17 +1,20 @@
 """Sticky cookies the filter hands out (`"sticky": {"cookie": NAME, "assign": {...}}`), on real
 Envoy: a user without the cookie gets a new key in `Set-Cookie`, is decided with it exactly as the
 README's hash predicts for that key, and keeps the release on every later request; new users split
-by the weight; raising it keeps the canary's cookie users there; HTTPS adds `Secure`; the
-upstream's own cookies survive."""
+by the weight; raising it keeps the canary's cookie users there; keys are 16 random bytes that
+differ between gateways started together; HTTPS adds `Secure`; the upstream's own cookies
+survive."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import pathlib
 import re
 import subprocess
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -117,6 +120,31 @@ def test_the_attributes_configured_are_sent(gateway):
     client = gateway({"routes": [assigning_route(50, assign)]})
     (set_cookie,) = client.get(PUBLIC).response_header("set-cookie")
     key_of(set_cookie, "Path=/shop; Max-Age=3600; Domain=example.com; HttpOnly; SameSite=Lax")
+
+
+def test_gateways_started_together_hand_out_keys_of_16_random_bytes_that_never_repeat(gateways, upstreams):
+    """Replicas start at the same moment with the same config; their keys must still differ, as
+    they do when each is 16 bytes from Envoy's randomness (src/filter.rs `key_bytes`) rather than
+    from a generator seeded by the clock. Each key is exactly those 16 bytes in base64url."""
+    same_config = [envoy_for({"routes": [assigning_route(50)]}, upstreams) for _ in range(2)]
+    with ThreadPoolExecutor(len(same_config)) as pool:
+        clients = list(pool.map(gateways, same_config))
+    keys = [key_of(client.get(PUBLIC).response_header("set-cookie")[0]) for client in clients for _ in range(32)]
+    assert keys[0] != keys[32], "the two gateways' first keys are the same"
+    assert len(set(keys)) == len(keys), "a key repeats"
+    as_numbers = []
+    for key in keys:
+        random = base64.urlsafe_b64decode(key + "==")
+        # 16 bytes, and the key is their only encoding (22 characters hold 132 bits: 4 unused, zero).
+        assert len(random) == 16 and base64.urlsafe_b64encode(random).rstrip(b"=").decode() == key, key
+        as_numbers.append(int.from_bytes(random, "big"))
+    # Every one of the 128 bits varies among 64 random keys: a correct filter fails this once in
+    # 2^56 runs; a key with some bytes fixed (zero padding, a short or repeated draw) fails at once.
+    ones = zeros = 0
+    for number in as_numbers:
+        ones |= number
+        zeros |= ~number & (2**128 - 1)
+    assert ones == zeros == 2**128 - 1, f"bits never 1: {~ones & (2**128 - 1):032x}, never 0: {~zeros & (2**128 - 1):032x}"
 
 
 @pytest.fixture
