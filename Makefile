@@ -10,9 +10,11 @@ TOOLS := $(CURDIR)/.tools
 # cargo's module exports every callback of the SDK; the module Envoy loads is post-linked from it.
 CARGO_MODULE := target/wasm32-wasip1/release/canary_split.wasm
 MODULE := target/canary_split.wasm
-# 288 KiB: 256 KiB held until the guard (response path, shared data, the trip rule) and sticky
-# cookies came in at 270 KB together; the budget is there to catch growth nobody chose.
-MODULE_BUDGET_BYTES := 294912
+# 276 KiB: the module is 280,572 bytes. 256 KiB held until the guard (response path, shared data,
+# the trip rule) and sticky cookies came in; serde_path_to_error's wrappers around every config
+# type are 32 KB of it, and the config's field paths in errors need them. The budget is there to
+# catch growth nobody chose.
+MODULE_BUDGET_BYTES := 282624
 IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # The test runner must match the wasm-bindgen version in Cargo.lock exactly.
 WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)

@@ -85,7 +85,7 @@ pub const GUARD_FIELDS: &[&str] = &[
     "latency_floor_ms",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Variant {
     Primary,
@@ -115,7 +115,7 @@ impl TryFrom<String> for Variant {
 }
 
 /// Where a request value comes from: a header, a cookie, or the client's address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeySource {
     /// Lower-cased header name.
     Header(String),
@@ -124,7 +124,7 @@ pub enum KeySource {
 }
 
 /// A rule that forces a variant at any weight.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "Object<PinRuleFields>")]
 pub enum PinRule {
     /// A header or cookie with exactly `value` forces `to`.
@@ -174,13 +174,13 @@ impl DecisionValues {
 }
 
 /// One variant's target: with `host`, the filter rewrites `:authority` to it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(from = "Object<TargetFields>")]
 pub struct Target {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "Object<RouteFields>")]
 pub struct Route {
     /// Public host, lower-cased, without port.
@@ -213,7 +213,7 @@ pub struct Route {
 
 /// Who may reach a route's release hosts (`primary.host`, `canary.host`) directly, without
 /// going through the public host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(try_from = "String")]
 pub enum ReleaseHosts {
     /// Anyone who knows the name (the gateway's routes decide).

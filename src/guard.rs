@@ -20,6 +20,7 @@
 //! lower bound of that share must clear 5 %.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -61,11 +62,33 @@ pub struct GuardConfig {
 // Every number in it is finite, checked as it is read.
 impl Eq for GuardConfig {}
 
+impl Hash for GuardConfig {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.window_seconds.hash(state);
+        self.min_requests.hash(state);
+        hash_percent(self.max_error_increase, state);
+        hash_percent(self.error_ratio_floor, state);
+        self.latency.hash(state);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyRule {
     /// Percent.
     pub max_latency_increase: f64,
     pub latency_floor_ms: u64,
+}
+
+impl Hash for LatencyRule {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_percent(self.max_latency_increase, state);
+        self.latency_floor_ms.hash(state);
+    }
+}
+
+/// A percentage as its bits, with 0 and -0 alike, as `==` has them (none is NaN).
+fn hash_percent<H: Hasher>(percent: f64, state: &mut H) {
+    (percent + 0.0).to_bits().hash(state);
 }
 
 impl Default for GuardConfig {
@@ -294,11 +317,28 @@ pub fn latency_bucket(milliseconds: u64) -> usize {
 }
 
 /// A fingerprint of everything a route is configured with: a push that leaves it the same keeps
-/// the guard's window and trip, any change starts afresh. Only compared within one gateway's
-/// lifetime, so the `Debug` form (every field, floats exact) is stable enough.
+/// the guard's window and trip, any change starts afresh. Every field goes in through the route's
+/// `Hash` (derived, so a new field is never left out), hashed with SHA-256, which the module has
+/// for its pin tokens anyway: formatting the route for it would cost the module 5 KB. Only
+/// compared between the workers of one gateway, which run the same build.
 pub fn route_fingerprint(route: &Route) -> u64 {
-    let digest = Sha256::digest(format!("{route:?}").as_bytes());
-    digest.first_chunk::<8>().map_or(0, |first| u64::from_le_bytes(*first))
+    let mut fingerprint = Fingerprint(Sha256::new());
+    route.hash(&mut fingerprint);
+    fingerprint.finish()
+}
+
+/// A `Hasher` that feeds SHA-256 and keeps 64 bits of its digest.
+struct Fingerprint(Sha256);
+
+impl Hasher for Fingerprint {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        digest.first_chunk::<8>().map_or(0, |first| u64::from_le_bytes(*first))
+    }
 }
 
 /// One release's counts.
@@ -1255,13 +1295,24 @@ mod tests {
             route(r#", "guard": {"window_seconds": 10}"#),
             "the same configuration"
         );
+        assert_eq!(
+            route(r#", "guard": {"error_ratio_floor": 0}"#),
+            route(r#", "guard": {"error_ratio_floor": -0.0}"#),
+            "equal numbers"
+        );
+        let mut seen = vec![base];
         for other in [
             r#", "guard": {"window_seconds": 11}"#,
+            r#", "guard": {"max_error_increase": 50.5}"#,
+            r#", "guard": {"max_latency_increase": 20}"#,
+            r#", "guard": {"max_latency_increase": 20, "latency_floor_ms": 1}"#,
             r#", "guard": {}, "salt": "s""#,
             r#", "guard": {}, "sticky": {"header": "u"}"#,
             "",
         ] {
-            assert_ne!(base, route(other), "{other}");
+            let fingerprint = route(other);
+            assert!(!seen.contains(&fingerprint), "{other}");
+            seen.push(fingerprint);
         }
     }
 

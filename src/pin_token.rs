@@ -11,6 +11,7 @@
 //! added before tools sign with it; tools sign with the first.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
@@ -156,6 +157,13 @@ impl PartialEq for PinKeys {
 }
 
 impl Eq for PinKeys {}
+
+impl Hash for PinKeys {
+    /// The number of keys, as `Debug` shows them: equal sets of keys have equal numbers.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.len().hash(state);
+    }
+}
 
 /// `v1.<host>.<release>.<expiry>`, without building it in memory.
 fn absorb_message(mac: &mut HmacSha256, host: &[u8], release: &[u8], expiry: &[u8]) {

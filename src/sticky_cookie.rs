@@ -20,7 +20,7 @@ pub const MAX_MAX_AGE_SECONDS: u32 = 400 * 24 * 3600;
 pub const DEFAULT_PATH: &str = "/";
 
 /// How a route hands out sticky keys: the cookie and its attributes, validated by `config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CookieAssignment {
     /// The sticky cookie's name.
     pub cookie: String,
