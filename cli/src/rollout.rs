@@ -146,12 +146,9 @@ pub fn rollout(args: &RolloutArgs) -> Result<String, Failure> {
             )
         })
     };
-    let (primary, canary) = (
-        needed(&args.primary, "--primary <NAME>")?,
-        needed(&args.canary, "--canary <NAME>")?,
-    );
+    let (primary, canary) = (needed(&args.primary, "--primary")?, needed(&args.canary, "--canary")?);
     let releases = Releases::new(preset, args.selector.as_deref(), &primary, &canary)?;
-    let prometheus = Prometheus::new(&needed(&args.prometheus, "--prometheus <URL>")?);
+    let prometheus = Prometheus::new(&needed(&args.prometheus, "--prometheus")?);
     // Nothing is written unless the rollout can be watched from the start.
     match prometheus.query_value(&releases.primary.series()) {
         Err(error) => return Err(format!("not started: {error}").into()),
@@ -240,11 +237,11 @@ fn plan(args: &RolloutArgs) -> Result<Plan, Failure> {
     let steps = args
         .steps
         .as_deref()
-        .ok_or_else(|| missing("rollout", "--steps <PERCENTS> is required"))?;
+        .ok_or_else(|| missing("rollout", "--steps is required"))?;
     let steps = parse_steps(steps)?;
     let interval = args
         .interval
-        .ok_or_else(|| missing("rollout", "--interval <DURATION> is required"))?;
+        .ok_or_else(|| missing("rollout", "--interval is required"))?;
     Ok(Plan {
         steps,
         interval,
