@@ -140,6 +140,15 @@ fn in_the_tools_words(error: &clap::Error, subcommand: Option<&OsStr>) -> Option
             }
             Some(message)
         }
+        // A switch given a value: `--run=yes`.
+        ErrorKind::TooManyValues => Some(format!(
+            "unknown argument {:?}",
+            format!(
+                "{}={}",
+                text(ContextKind::InvalidArg)?,
+                text(ContextKind::InvalidValue)?
+            )
+        )),
         // A flag at the end of the line, without its value.
         ErrorKind::InvalidValue if text(ContextKind::InvalidValue) == Some("") => {
             Some(format!("{} needs a value", flag(text(ContextKind::InvalidArg)?)?))

@@ -252,6 +252,10 @@ fn usage_mistakes_exit_2_in_the_tools_own_words() {
             &["rollout", "--config", "c", "--stpes", "10"],
             "unknown argument \"--stpes\"",
         ),
+        (
+            &["rollout", "--config", "c", "--run=yes"],
+            "unknown argument \"--run=yes\"",
+        ),
         (&["status", "extra"], "unknown argument \"extra\""),
         (
             &["status", "--prometheus", "p", "--config", "c", "--window", "5 parsecs"],
