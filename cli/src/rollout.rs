@@ -5,6 +5,8 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use canary_split::metrics::GUARD_TRIPPED;
+
 use crate::config_file::{read_one_config, routes_for};
 use crate::guard;
 use crate::judge::{judge, percent, Criteria, Figures, Verdict};
@@ -21,7 +23,7 @@ use crate::{duration, missing, non_negative, positive_duration, Failure, OneOf};
 (--prometheus <URL> --primary <NAME> --canary <NAME> | --kubectl) [OPTIONS]",
     after_help = format!("Sets canary_weight to each step, waits --interval, judges the canary against primary and \
 advances; rolls back to 0 and exits 1 when it fails, when the filter's guard trips on any gateway series (a route with \
-a guard: at every poll), or when Prometheus cannot judge it within --max-hold. Writes the \
+a guard: at every poll), or when Prometheus cannot judge it (figures, or a guard it cannot read) within --max-hold. Writes the \
 one canary_weight line of --config (WasmPlugin YAML or JSON), or an ECDS file, then runs --after-write; with --kubectl \
 prints the kubectl patch commands (no Prometheus needed), with --run runs them. NAME is the release's \
 destination_service (istio preset) or envoy_cluster_name (envoy preset).
@@ -144,12 +146,9 @@ pub fn rollout(args: &RolloutArgs) -> Result<String, Failure> {
             )
         })
     };
-    let (primary, canary) = (
-        needed(&args.primary, "--primary <NAME>")?,
-        needed(&args.canary, "--canary <NAME>")?,
-    );
+    let (primary, canary) = (needed(&args.primary, "--primary")?, needed(&args.canary, "--canary")?);
     let releases = Releases::new(preset, args.selector.as_deref(), &primary, &canary)?;
-    let prometheus = Prometheus::new(&needed(&args.prometheus, "--prometheus <URL>")?);
+    let prometheus = Prometheus::new(&needed(&args.prometheus, "--prometheus")?);
     // Nothing is written unless the rollout can be watched from the start.
     match prometheus.query_value(&releases.primary.series()) {
         Err(error) => return Err(format!("not started: {error}").into()),
@@ -178,27 +177,37 @@ pub fn rollout(args: &RolloutArgs) -> Result<String, Failure> {
     );
     println!("{}", describe_criteria(&plan));
     let host = route.host.as_str();
-    let mut guard_tripped = || -> Option<String> {
-        let series = guard::guard_series(&prometheus, host).ok()?;
-        guard::tripped(&series)
-            .map(|tripped| format!("the filter's guard {tripped}: it took the canary out of the split"))
+    let mut guard_tripped = || -> Result<Option<String>, String> {
+        let series = guard::guard_series(&prometheus, host).map_err(|error| guard_unreadable(&error))?;
+        if series.is_empty() {
+            return Err(guard_unreadable(&format!(
+                "Prometheus has no {GUARD_TRIPPED} series for {host}"
+            )));
+        }
+        Ok(guard::tripped(&series).map(|tripped| guard_failure(&tripped)))
     };
     if route.guard.is_some() {
+        // A guard Prometheus refuses to read stops the rollout before it writes, as primary's
+        // series do. No series yet is no refusal: the guard may come with the first write (added
+        // to the config with the rollout); until it is seen, every step holds.
+        let series = guard::guard_series(&prometheus, host)
+            .map_err(|error| format!("not started: {}", guard_unreadable(&error)))?;
         // A trip from before the rollout would fail its first step at once: the canary failed at
         // the weight set by hand, and writing a new weight would end the trip (any change to the
         // route does), not fix the canary.
-        if let Some(tripped) = guard_tripped() {
+        if let Some(tripped) = guard::tripped(&series) {
             return Err(format!(
-                "not started: {tripped}. Set canary_weight to 0 (which ends the trip) and fix the canary first"
+                "not started: {}. Set canary_weight to 0 (which ends the trip) and fix the canary first",
+                guard_failure(&tripped)
             )
             .into());
         }
         println!(
             "the filter's guard on {host}: a trip on any gateway series ({}) fails the step at once",
-            describe_guard_series(&prometheus, host)
+            guard::describe(&series)
         );
     }
-    let mut no_guard = || None;
+    let mut no_guard = || Ok(None);
     let guard: &mut GuardCheck = if route.guard.is_some() {
         &mut guard_tripped
     } else {
@@ -212,11 +221,14 @@ pub fn rollout(args: &RolloutArgs) -> Result<String, Failure> {
     )?)
 }
 
-fn describe_guard_series(prometheus: &Prometheus, host: &str) -> String {
-    match guard::guard_series(prometheus, host) {
-        Ok(series) => guard::describe(&series),
-        Err(error) => error,
-    }
+/// Why a step fails on a tripped guard.
+fn guard_failure(tripped: &str) -> String {
+    format!("the filter's guard {tripped}: it took the canary out of the split")
+}
+
+/// Why a step holds, or a rollout does not start, when the guard cannot be read.
+fn guard_unreadable(why: &str) -> String {
+    format!("the filter's guard cannot be read: {why}")
 }
 
 /// The plan the flags describe. --steps and --interval are needed in every case, but checked only
@@ -225,11 +237,11 @@ fn plan(args: &RolloutArgs) -> Result<Plan, Failure> {
     let steps = args
         .steps
         .as_deref()
-        .ok_or_else(|| missing("rollout", "--steps <PERCENTS> is required"))?;
+        .ok_or_else(|| missing("rollout", "--steps is required"))?;
     let steps = parse_steps(steps)?;
     let interval = args
         .interval
-        .ok_or_else(|| missing("rollout", "--interval <DURATION> is required"))?;
+        .ok_or_else(|| missing("rollout", "--interval is required"))?;
     Ok(Plan {
         steps,
         interval,
@@ -282,8 +294,9 @@ fn kubectl_plan(writer: &Writer, plan: &Plan, host: &str, current: Weight) -> St
 /// The figures of the last `window` of traffic, or why there are none.
 type Observe<'a> = dyn FnMut(Duration) -> Result<Figures, String> + 'a;
 
-/// Why the filter's guard fails the step now (it has tripped), or `None`.
-type GuardCheck<'a> = dyn FnMut() -> Option<String> + 'a;
+/// Why the filter's guard fails the step now (it has tripped), or `None`; an error when the guard
+/// cannot be read, which holds a step as figures that cannot be read do.
+type GuardCheck<'a> = dyn FnMut() -> Result<Option<String>, String> + 'a;
 
 /// Runs the plan: each step writes its weight, waits out the interval (rolling back at once if
 /// the canary already fails or the guard trips), then judges; a step without a verdict is held,
@@ -316,7 +329,7 @@ pub fn run(
             if step_start.elapsed() >= plan.interval {
                 break;
             }
-            if let Some(why) = guard_tripped() {
+            if let Ok(Some(why)) = guard_tripped() {
                 return Err(roll_back(writer, &say, &format!("{step}: {why}")));
             }
             if let Ok(figures) = observe(window(Instant::now())) {
@@ -329,7 +342,8 @@ pub fn run(
 
         let hold_until = Instant::now() + plan.max_hold;
         loop {
-            if let Some(why) = guard_tripped() {
+            let guard = guard_tripped();
+            if let Ok(Some(why)) = &guard {
                 return Err(roll_back(writer, &say, &format!("{step}: {why}")));
             }
             let verdict = match observe(window(Instant::now())) {
@@ -338,6 +352,11 @@ pub fn run(
                     judge(&figures, &plan.criteria, weight)
                 }
                 Err(error) => Verdict::Hold { reason: error },
+            };
+            // A guard that cannot be read is not a guard that has not tripped: no pass without it.
+            let verdict = match (verdict, guard) {
+                (Verdict::Pass { .. }, Err(reason)) => Verdict::Hold { reason },
+                (verdict, _) => verdict,
             };
             match verdict {
                 Verdict::Pass { notes } => {
@@ -442,9 +461,14 @@ mod tests {
     use crate::target::Target;
 
     /// A rollout of 10 → 50 % on a JSON config in a temporary file, steps of 300 ms polled every
-    /// 20 ms, on healthy figures; the guard trips once the file holds `trips_at` (never if `None`).
-    /// Returns the outcome, the file at the end, and how often figures were asked for after the trip.
-    fn run_with_guard(name: &str, trips_at: Option<&str>) -> (Result<String, String>, String, usize) {
+    /// 20 ms, on healthy figures; `guard` answers each read of the guard, told whether the file
+    /// holds `trips_at` (never if `None`). Returns the outcome, the file at the end, and how often
+    /// figures were asked for once the file held `trips_at`.
+    fn run_with(
+        name: &str,
+        trips_at: Option<&str>,
+        guard: &mut dyn FnMut(bool) -> Result<Option<String>, String>,
+    ) -> (Result<String, String>, String, usize) {
         let path = std::env::temp_dir().join(format!("canary-split-{name}-{}.json", std::process::id()));
         let config = r#"{"routes": [{"host": "shop.example.com", "primary": {}, "canary": {}, "canary_weight": 0,
             "guard": {}}]}"#;
@@ -482,15 +506,18 @@ mod tests {
                     canary: healthy(100.0),
                 })
             },
-            &mut || {
-                trips_at
-                    .is_some_and(holds)
-                    .then(|| "the filter's guard tripped on 1 of 2 gateway series (instance=\"a\")".to_owned())
-            },
+            &mut || guard(trips_at.is_some_and(holds)),
         );
         let written = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         (result, written, observed_after_trip)
+    }
+
+    /// The guard trips once the file holds `trips_at`.
+    fn run_with_guard(name: &str, trips_at: Option<&str>) -> (Result<String, String>, String, usize) {
+        run_with(name, trips_at, &mut |tripped| {
+            Ok(tripped.then(|| "the filter's guard tripped on 1 of 2 gateway series (instance=\"a\")".to_owned()))
+        })
     }
 
     #[test]
@@ -509,6 +536,35 @@ mod tests {
     #[test]
     fn an_untripped_guard_lets_the_rollout_through() {
         let (result, written, _) = run_with_guard("untripped", None);
+        assert!(result.unwrap().starts_with("rollout complete"));
+        assert!(written.contains(r#""canary_weight": 50,"#), "{written}");
+    }
+
+    /// What the rollout's reading of the guard says when Prometheus refuses the query.
+    const REFUSED: &str = "the filter's guard cannot be read: http://127.0.0.1:9090/api/v1/query: HTTP 422: \
+                           query processing would load too many samples into memory in query execution";
+
+    #[test]
+    fn a_guard_that_cannot_be_read_holds_the_step_then_rolls_back_however_good_the_figures() {
+        let (result, written, _) = run_with("unreadable", None, &mut |_| Err(REFUSED.to_owned()));
+        assert_eq!(
+            result.unwrap_err(),
+            format!("rolled back to canary_weight 0: step 1/2 at 10 %: no verdict after holding 300ms: {REFUSED}")
+        );
+        assert!(written.contains(r#""canary_weight": 0,"#), "{written}");
+    }
+
+    #[test]
+    fn a_guard_refused_for_a_moment_holds_no_longer() {
+        let mut reads = 0;
+        let (result, written, _) = run_with("refused-once", None, &mut |_| {
+            reads += 1;
+            if reads <= 3 {
+                Err(REFUSED.to_owned())
+            } else {
+                Ok(None)
+            }
+        });
         assert!(result.unwrap().starts_with("rollout complete"));
         assert!(written.contains(r#""canary_weight": 50,"#), "{written}");
     }

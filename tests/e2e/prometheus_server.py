@@ -24,18 +24,19 @@ def free_port() -> int:
 
 class Prometheus:
     """A real Prometheus (Debian's package) on 127.0.0.1 with its own config and data directory,
-    scraping `targets` every second."""
+    scraping `targets` every second, less the series of `dropped_metrics` (dropped at the scrape,
+    as a scrape config keeping only the metrics it knows would)."""
 
-    def __init__(self, targets: list[str], rules: str | None = None):
+    def __init__(self, targets: list[str], rules: str | None = None, dropped_metrics: list[str] | None = None):
         binary = shutil.which("prometheus")
         if not binary:
             raise RuntimeError("prometheus is not installed: `make system-tools` installs it")
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="canary-split-prometheus-"))
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "gateway", "metrics_path": "/stats/prometheus",
-                                "static_configs": [{"targets": targets}]}],
-        }
+        scrape = {"job_name": "gateway", "metrics_path": "/stats/prometheus", "static_configs": [{"targets": targets}]}
+        if dropped_metrics:
+            scrape["metric_relabel_configs"] = [{"source_labels": ["__name__"], "regex": "|".join(dropped_metrics),
+                                                 "action": "drop"}]
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": [scrape]}
         if rules:
             (self.workdir / "rules.yml").write_text(rules)
             config["rule_files"] = [str(self.workdir / "rules.yml")]

@@ -194,9 +194,9 @@ class Rig:
         self.prometheus = self.new_prometheus(ALERT_RULES)
         self.traffic: Traffic | None = None
 
-    def new_prometheus(self, rules: str | None = None) -> Prometheus:
-        """A Prometheus scraping this rig's Envoy, once it has scraped it."""
-        prometheus = Prometheus([self.envoy.admin_address()], rules).start()
+    def new_prometheus(self, rules: str | None = None, dropped_metrics: list[str] | None = None) -> Prometheus:
+        """A Prometheus scraping this rig's Envoy (less `dropped_metrics`), once it has scraped it."""
+        prometheus = Prometheus([self.envoy.admin_address()], rules, dropped_metrics).start()
         prometheus.wait_for_series('envoy_cluster_upstream_rq_total{envoy_cluster_name="primary"}')
         return prometheus
 

@@ -3,7 +3,8 @@ scraping it every second, two real upstreams and steady traffic. A healthy canar
 100 %; one that starts failing is rolled back to 0 within its step while pinned testers still
 reach it; a rollout that cannot be judged (no traffic, Prometheus gone) holds, then rolls back. On a
 guarded route, the filter's own guard trips on a canary failing one request in five, `status` shows
-it, and `rollout` rolls back citing it (or does not start while it is tripped)."""
+it, and `rollout` rolls back citing it (or does not start while it is tripped); a guard Prometheus
+does not have holds the step, then rolls it back."""
 
 import json
 import os
@@ -352,6 +353,30 @@ def test_a_tripped_guard_fails_the_step_and_the_rollout_rolls_back_citing_it(rig
     (route,) = as_json["routes"]
     assert [s["tripped"] for s in route["guard"]["series"]] == [False]
     assert route["guard"]["trips"] > 0.5
+
+
+def test_a_guard_prometheus_cannot_read_holds_the_step_then_rolls_back(rig):
+    """A scrape that drops the filter's guard gauge, as a scrape keeping only the metrics it knows
+    would: the rollout cannot see the guard, so no step passes, however healthy the canary."""
+    rig.reset(guard=GUARD)
+    rig.prometheus.wait_for_series(f'canary_split_guard_tripped{{host="{PUBLIC}"}}')  # the gateway has it
+    prometheus = rig.new_prometheus(dropped_metrics=["canary_split_guard_tripped"])
+    watcher = WeightWatcher(rig.ecds_path)
+    rig.start_traffic()
+    try:
+        result = rig.rollout("--steps", "10,100", *JUDGING, "--max-hold", "2s", prometheus=prometheus)
+    finally:
+        watcher.stop()
+        prometheus.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"the filter's guard on {PUBLIC}: a trip on any gateway series (no canary_split_guard_tripped series) "
+            "fails the step at once") in result.stdout, result.stdout
+    assert "step 1/2 at 10 %: primary " in result.stdout  # the figures were there, and healthy
+    unreadable = f"the filter's guard cannot be read: Prometheus has no canary_split_guard_tripped series for {PUBLIC}"
+    assert f"step 1/2 at 10 %: hold: {unreadable} (retrying for up to " in result.stdout, result.stdout
+    assert result.stderr.strip() == (
+        f"rolled back to canary_weight 0: step 1/2 at 10 %: no verdict after holding 2s: {unreadable}")
+    assert watcher.weights() == [0, 10, 0]
 
 
 def test_status_shows_a_tripped_guard_and_a_rollout_does_not_start_on_it(rig):
