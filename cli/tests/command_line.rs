@@ -279,6 +279,10 @@ fn usage_mistakes_exit_2_in_the_tools_own_words() {
             "--now \"noon\": expected Unix seconds",
         ),
         (
+            &[&token[..], &["--now", "noon"]].concat(),
+            "--now \"noon\": expected Unix seconds",
+        ),
+        (
             &[&token[..], &["--key-env", "K", "--key-file", "f"]].concat(),
             "--key-env and --key-file are exclusive",
         ),
