@@ -423,6 +423,14 @@ class Envoy:
         except FileNotFoundError:
             return ""
 
+    def configured_by_workers(self) -> int:
+        """How many configs the filter's VMs on worker threads have accepted so far, each one
+        logged as "configured N route(s)": the log names each line's thread, and the main thread's
+        id is the process's (Linux). Envoy skips a main-thread VM for a config it has seen before,
+        never a worker's."""
+        return sum(1 for line in self.log().splitlines()
+                   if "wasm log canary-split: configured " in line and line.split("][", 2)[1] != str(self.process.pid))
+
     def stop(self):
         stop_process(self.process)
 
