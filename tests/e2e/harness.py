@@ -38,8 +38,9 @@ STATS_TAGS = ("host", "split_release", "reason")
 # A request header that panics the VM of a module built with the test-only `crash-trigger` feature.
 CRASH_HEADER = ("x-canary-split-test-crash", "1")
 
-# A request header that makes the echo upstreams wait this many seconds before they answer.
-UPSTREAM_DELAY_HEADER = "x-test-upstream-delay-seconds"
+# A request header that makes an echo upstream hold the request until the test releases it
+# (`EchoUpstream.release_held`): a request in flight for exactly as long as the test needs.
+UPSTREAM_HOLD_HEADER = "x-test-upstream-hold"
 
 
 class UpstreamServer(ThreadingHTTPServer):
@@ -52,11 +53,16 @@ class UpstreamServer(ThreadingHTTPServer):
 
 class EchoUpstream:
     """An HTTP/1.1 server that answers every request with its own name and the headers it got,
-    adding `response_headers` to its response, after the delay UPSTREAM_DELAY_HEADER asks for."""
+    adding `response_headers` to its response; one carrying UPSTREAM_HOLD_HEADER is answered only
+    once the test calls `release_held`."""
 
     def __init__(self, name: str, response_headers: list[tuple[str, str]] = ()):
         self.name = name
+        self.holding = 0
+        self._held = threading.Condition()
+        self._released = threading.Event()
         upstream_name = name
+        upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -66,7 +72,8 @@ class EchoUpstream:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                time.sleep(float(self.headers.get(UPSTREAM_DELAY_HEADER, 0)))
+                if self.headers.get(UPSTREAM_HOLD_HEADER):
+                    upstream._hold()
                 headers = [(k.lower(), v) for k, v in self.headers.raw_items()]
                 body = json.dumps({"upstream": upstream_name, "headers": headers}).encode()
                 self.send_response(200)
@@ -88,7 +95,24 @@ class EchoUpstream:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def _hold(self):
+        with self._held:
+            self.holding += 1
+            self._held.notify_all()
+        self._released.wait(60)  # a test that never releases still ends
+
+    def wait_until_holding(self, count: int, timeout: float = 30.0):
+        """Returns once `count` requests are held here: they went through Envoy and its filters."""
+        with self._held:
+            if not self._held.wait_for(lambda: self.holding >= count, timeout):
+                raise AssertionError(f"{self.name} holds {self.holding} requests after {timeout} s, not {count}")
+
+    def release_held(self):
+        """Answers every held request, and every later one at once."""
+        self._released.set()
+
     def close(self):
+        self.release_held()
         self.server.shutdown()
         self.server.server_close()
 
@@ -398,6 +422,14 @@ class Envoy:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def configured_by_workers(self) -> int:
+        """How many configs the filter's VMs on worker threads have accepted so far, each one
+        logged as "configured N route(s)": the log names each line's thread, and the main thread's
+        id is the process's (Linux). Envoy skips a main-thread VM for a config it has seen before,
+        never a worker's."""
+        return sum(1 for line in self.log().splitlines()
+                   if "wasm log canary-split: configured " in line and line.split("][", 2)[1] != str(self.process.pid))
 
     def stop(self):
         stop_process(self.process)

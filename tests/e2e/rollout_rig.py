@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
@@ -111,7 +112,8 @@ class Traffic:
     def __init__(self, port: int, per_second: float = 120.0):
         self.client = Client(port)
         self.interval = 1.0 / per_second
-        self.answers: list[tuple[float, bool, str | None, int]] = []  # (time, pinned, upstream, status)
+        # (when sent, pinned, upstream, status): the filter decides a request after it was sent.
+        self.answers: list[tuple[float, bool, str | None, int]] = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -123,8 +125,9 @@ class Traffic:
             pinned = sent % 10 == 0
             headers = [("traffic", "test")] if pinned else [("x-user-id", f"user-{rng.randrange(USERS)}")]
             try:
+                sent_at = time.monotonic()
                 response = self.client.get(PUBLIC, headers)
-                self.answers.append((time.monotonic(), pinned, response.upstream, response.status))
+                self.answers.append((sent_at, pinned, response.upstream, response.status))
             except OSError:
                 self.client.reconnect()
             sent += 1
@@ -138,6 +141,15 @@ class Traffic:
     def since(self, start: float) -> list[tuple[float, bool, str | None, int]]:
         return [answer for answer in list(self.answers) if answer[0] >= start]
 
+    def at_least(self, count: int, start: float, timeout: float = 30.0) -> list[tuple[float, bool, str | None, int]]:
+        """The answers to requests sent since `start`, once there are `count` of them: a busy
+        machine sends fewer a second."""
+        deadline = time.monotonic() + timeout
+        while len(answers := self.since(start)) < count:
+            assert time.monotonic() < deadline, f"{len(answers)} answers since then, after {timeout}s"
+            time.sleep(0.1)
+        return answers
+
     def stop(self):
         self.stopping.set()
         self.thread.join(10)
@@ -145,12 +157,16 @@ class Traffic:
 
 class WeightWatcher:
     """Follows the weight in the ECDS file, as Envoy does, and calls `on_weight[w]()` once when
-    weight `w` first appears."""
+    weight `w` first appears. With `envoy` (whose config is the file's when the watcher starts), it
+    also notes when every worker of Envoy had configured each change: `applied`."""
 
-    def __init__(self, path: pathlib.Path, on_weight: dict | None = None):
+    def __init__(self, path: pathlib.Path, on_weight: dict | None = None, envoy: Envoy | None = None):
         self.path = path
         self.on_weight = dict(on_weight or {})
         self.seen: list[tuple[float, float]] = []  # (time, weight), each change
+        self.envoy = envoy
+        self.reloads_before = ecds_state(envoy).reloads if envoy else 0
+        self.applied: list[float] = []  # for each change after the first weight seen
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -167,14 +183,44 @@ class WeightWatcher:
             action = self.on_weight.pop(weight, None)
             if action:
                 action()
+        if self.envoy and len(self.applied) < len(self.seen) - 1:
+            state = ecds_state(self.envoy)
+            if state.settled and state.reloads - self.reloads_before >= len(self.applied) + 1:
+                self.applied.append(time.monotonic())
 
     def weights(self) -> list[float]:
         return [weight for _, weight in self.seen]
 
-    def stop(self):
+    def stop(self, timeout: float = 20.0):
+        """Stops watching the file, and waits until Envoy has configured every change seen."""
         self.stopping.set()
         self.thread.join(5)
         self._look()  # the last write may have come after the last look
+        deadline = time.monotonic() + timeout
+        while self.envoy and len(self.applied) < len(self.seen) - 1:
+            assert time.monotonic() < deadline, f"Envoy's workers configured {len(self.applied)} of {len(self.seen) - 1} pushes"
+            time.sleep(0.05)
+            self._look()
+
+
+ECDS = "extension_config_discovery.http_filter.canary-split."
+
+
+@dataclass
+class EcdsState:
+    handled: int
+    """Pushes Envoy read, whether it took them or not."""
+    reloads: int
+    """Configs it took: a push identical to the config it has is read, not taken."""
+    settled: bool
+    """Every worker has configured every config Envoy took."""
+
+
+def ecds_state(envoy: Envoy) -> EcdsState:
+    stats = envoy.stats(rf"^{ECDS}(update_success|update_rejected|config_reload)$")
+    reloads = stats[f"{ECDS}config_reload"]
+    return EcdsState(stats[f"{ECDS}update_success"] + stats[f"{ECDS}update_rejected"], reloads,
+                     envoy.configured_by_workers() == envoy.concurrency * reloads)
 
 
 class Rig:
@@ -222,13 +268,25 @@ class Rig:
         if self.traffic:
             self.traffic.stop()
             self.traffic = None
-        write_ecds(self.ecds_path, filter_config(0, guard))
+        self.push(filter_config(0, guard), timeout)
         self.upstreams["canary"].failure_rate = 0.0
         deadline = time.monotonic() + timeout
         while self.prometheus.alerts():
             if time.monotonic() > deadline:
                 raise AssertionError(f"alerts still firing after {timeout}s: {self.prometheus.alerts()}")
             time.sleep(0.5)
+
+    def push(self, config: str, timeout: float = 20.0):
+        """Writes a filter config to the ECDS file and returns once every worker of Envoy has
+        configured it."""
+        before, published = ecds_state(self.envoy), json.loads(self.ecds_path.read_text())
+        write_ecds(self.ecds_path, config)
+        changed = json.loads(self.ecds_path.read_text()) != published
+        deadline = time.monotonic() + timeout
+        while not ((state := ecds_state(self.envoy)).handled > before.handled
+                   and (state.reloads > before.reloads or not changed) and state.settled):
+            assert time.monotonic() < deadline, f"Envoy did not configure the push in {timeout}s: {state}"
+            time.sleep(0.05)
 
     def close(self):
         if self.traffic:

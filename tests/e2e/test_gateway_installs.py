@@ -152,8 +152,11 @@ def test_the_istio_preset_reads_istioctls_gateway_and_a_selector_points_it_at_an
         pytest.fail(f"missing {CLI}: run the tests with `make test`")
     prometheus = Prometheus([exporter.target()]).start()
     try:
-        prometheus.wait_for(lambda: len(prometheus.query("istio_requests_total")) == 2 * len(GATEWAYS), timeout=30)
-        time.sleep(3)  # a few scrapes, for increase() over the window
+        def scraped_twice():  # for increase() over the window
+            counts = [float(s["value"][1]) for s in prometheus.query("count_over_time(istio_requests_total[1m])")]
+            return len(counts) == 2 * len(GATEWAYS) and min(counts) >= 2
+
+        prometheus.wait_for(scraped_twice, timeout=30)
         means = {gateway: status_means(prometheus, "--selector",
                                        f'reporter="source",source_workload="{gateway[0]}",'
                                        f'source_workload_namespace="{gateway[1]}"')

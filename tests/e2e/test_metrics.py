@@ -66,24 +66,24 @@ def test_a_known_mix_of_requests_is_counted_by_host_split_release_and_reason(gat
         (PUBLIC, "canary", "random"): random_canary,
         (PUBLIC, "primary", "random"): 60 - random_canary,
     }
-    counted = {}
+    counted, spoofed = {}, {}
 
     def all_counted():
+        # Each query reads its own latest scrape: wait for one that has the last request too.
         counted.update(requests_by(prometheus, host=PUBLIC))
-        return {k: v for k, v in counted.items() if v} == {k: v for k, v in expected.items() if v}
+        spoofed.update({s["metric"]["host"]: int(float(s["value"][1]))
+                        for s in prometheus.query("canary_split_spoofed_decision_headers_total")})
+        return ({k: v for k, v in counted.items() if v} == {k: v for k, v in expected.items() if v}
+                and sum(requests_by(prometheus, host=OTHER_SPLIT).values()) == 1
+                and spoofed == {PUBLIC: 3, OTHER_SPLIT: 0, "*": 4})
 
-    prometheus.wait_for(all_counted, what=lambda: f"expected {expected}, last seen {counted}")
+    prometheus.wait_for(all_counted, what=lambda: f"expected {expected}, last seen {counted}, spoofed {spoofed}")
     # Every counter exists from the start, zero or not: dashboards see a series per release; a
     # guarded host's has primary's requests sent by a tripped guard too.
     assert set(requests_by(prometheus, host=PUBLIC)) == {
         (PUBLIC, release, reason) for release in ("primary", "canary") for reason in ("pin", "sticky", "random")
     } | {(PUBLIC, "primary", "guard")}
-    assert sum(requests_by(prometheus, host=OTHER_SPLIT).values()) == 1
     assert 0 < canary_users < len(sticky_users) and 0 < random_canary < 60
-
-    spoofed = {s["metric"]["host"]: int(float(s["value"][1]))
-               for s in prometheus.query("canary_split_spoofed_decision_headers_total")}
-    assert spoofed == {PUBLIC: 3, OTHER_SPLIT: 0, "*": 4}
 
 
 def test_the_configured_weights_and_the_accepted_configuration_are_reported(gateway_and_prometheus):

@@ -249,13 +249,25 @@ def drive(gateway: Envoy, ecds_path: pathlib.Path, pushes: list[Push]) -> Run:
     for client in clients:
         client.join(timeout=30)
     # Counted while the load still runs: a load tool stopping with requests in flight resets them.
-    counters_after, ecds_after = stats(gateway, COUNTERS), stats(gateway, f"^{ECDS}")
+    counters_after = stats(gateway, COUNTERS)
     run.counters = {name: counters_after[name] - counters_before.get(name, 0) for name in counters_after}
-    run.ecds = {name[len(ECDS):]: ecds_after[name] - ecds_before.get(name, 0) for name in ecds_after}
+    run.ecds = ecds_counts_once_handled(gateway, ecds_before, len(pushes) - 1)
     run.loads = [load.result(timeout=30) for load in loads]
     run.vm_failures = vm_failures(gateway)
     run.log = gateway.log()
     return run
+
+
+def ecds_counts_once_handled(gateway: Envoy, before: dict[str, int], pushed: int, timeout: float = 30.0) -> dict[str, int]:
+    """The ECDS counters since `before`, once Envoy has accepted or rejected `pushed` updates: it
+    handles a push some time after the file is renamed into place, the last one too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        after = stats(gateway, f"^{ECDS}")
+        counts = {name[len(ECDS):]: after[name] - before.get(name, 0) for name in after}
+        if counts.get("update_success", 0) + counts.get("update_rejected", 0) >= pushed or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,12 +335,13 @@ def test_configs_only_move_forward_and_bad_pushes_leave_the_last_good_serving(ru
         served = [sample.push for sample in run.samples if sample.connection == connection]
         assert served == sorted(served), f"connection {connection} went back to an older push"
     # After a bad push, requests keep being decided by the last good one before it: those sent from
-    # half a period after the bad push and answered before the next push began.
+    # half a period after the bad push until the next push decides them (each sample names its push,
+    # so the window lasts as long as Envoy takes to apply the next one, however busy the machine).
     last_good_before = {}
     for push in run.pushes:
         last_good_before[push.number] = push.number if push.weight is not None else last_good_before[push.number - 1]
     windows = {push.number: [s.push for s in run.samples if push.at + PUSH_EVERY_S / 2 <= s.sent
-                             and s.answered < following.began]
+                             and s.push < following.number]
                for push, following in zip(run.pushes, run.pushes[1:]) if push.weight is None}
     for number, window in windows.items():
         assert not window or max(window) == last_good_before[number], (number, sorted(set(window)))
