@@ -73,14 +73,43 @@ def test_kubectl_kustomize_renders_every_manifest():
 
 
 def test_kustomize_refuses_the_parent_directorys_file_so_the_inferenceservices_are_a_copy(tmp_path):
-    # Why inferenceservices.yaml is copied rather than listed as ../inferenceservices.yaml.
+    # Why inferenceservices.yaml and alerts.yaml are copied rather than listed as ../NAME.
     (tmp_path / "Kustomization").write_text("resources:\n- ../inferenceservices.yaml\n")
     shutil.copy(ISTIO_DIR / "inferenceservices.yaml", tmp_path.parent / "inferenceservices.yaml")
     rendered = subprocess.run([shutil.which("kubectl") or "kubectl", "kustomize", str(tmp_path)], capture_output=True,
                               text=True, timeout=60)
     assert rendered.returncode != 0 and "is not in or below" in rendered.stderr
-    assert (GATEWAY_API_DIR / "inferenceservices.yaml").read_bytes() == (ISTIO_DIR / "inferenceservices.yaml").read_bytes(), \
-        "copy istio/inferenceservices.yaml to istio/gateway-api/"
+    for name in ("inferenceservices.yaml", "alerts.yaml"):
+        assert (GATEWAY_API_DIR / name).read_bytes() == (ISTIO_DIR / name).read_bytes(), \
+            f"copy istio/{name} to istio/gateway-api/"
+
+
+def kustomized(directory: pathlib.Path) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is missing: `make setup` installs it (Debian package kubernetes-client)"
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return list(yaml.safe_load_all(result.stdout))
+
+
+def test_the_rendered_alerts_judge_the_gateway_istio_deploys_for_the_gateway():
+    """The Kustomization points canary_split:gateway, the alerts' one gateway rule, at the
+    Deployment Istio runs for the shipped Gateway (tests/alerts/gateway_api_shipped.yaml runs them)."""
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    (rule,) = [d for d in kustomized(GATEWAY_API_DIR) if d["kind"] == "PrometheusRule"]
+    (gateway_rule,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("record") == "canary_split:gateway"]
+    assert gateway_rule["labels"] == {"source_workload": deployment_name(gateway),
+                                      "source_workload_namespace": gateway["metadata"]["namespace"]}
+
+
+def test_the_deployment_name_follows_istios_name_override():
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    assert "gateway.istio.io/name-override" not in gateway["metadata"].get("annotations", {})
+    overridden = copy.deepcopy(gateway)
+    overridden["metadata"]["annotations"] = {"gateway.istio.io/name-override": "models-ingress"}
+    assert deployment_name(overridden) == "models-ingress"
+    overridden["metadata"]["annotations"]["gateway.istio.io/name-override"] = ""  # GetOrDefault: empty is unset
+    assert deployment_name(overridden) == "models-gateway-istio"
 
 
 def test_the_plugin_is_istios_with_target_refs_instead_of_a_selector():
