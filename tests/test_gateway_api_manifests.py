@@ -257,6 +257,20 @@ def test_the_check_refuses_a_plugin_that_targets_no_given_gateway(tmp_path):
     assert "authority mode: none of the Gateways given serves sklearn-predictor-models.example.com" in result.stderr
 
 
+def test_the_readme_creates_the_listeners_certificate_where_the_gateway_reads_it():
+    """A certificateRef without a namespace is a Secret in the Gateway's namespace: the README's
+    step creates it there, under the name the listener gives."""
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    readme = (ROOT / "README.md").read_text()
+    refs = [ref for listener in gateway["spec"]["listeners"] for ref in listener.get("tls", {}).get("certificateRefs", [])]
+    assert refs
+    for ref in refs:
+        assert ref.get("kind", "Secret") == "Secret" and ref.get("group", "") == ""
+        namespace = ref.get("namespace", gateway["metadata"]["namespace"])
+        assert f'kubectl -n {namespace} create secret tls {ref["name"]} ' in readme
+    assert f'kubectl -n {gateway["metadata"]["namespace"]} wait --for=create deployment/{deployment_name(gateway)}' in readme
+
+
 def test_the_gateways_deployment_is_named_as_istio_names_it():
     """The README's commands patch the Deployment Istio runs for the Gateway, in its namespace."""
     (gateway,) = of_group(MANIFESTS, "Gateway")
