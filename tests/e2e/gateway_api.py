@@ -121,17 +121,28 @@ def _overlaps(a: str, b: str) -> bool:
     return _host_matches(a, b) if a.startswith("*") else _host_matches(b, a) if b.startswith("*") else a == b
 
 
+def _subset_of(host: str, other: str) -> bool:
+    """Whether every host `host` matches, `other` matches too (host.Name.SubsetOf in pkg/config/host)."""
+    if host.startswith("*"):
+        return other.startswith("*") and len(host) >= len(other) and host[1:].endswith(other[1:])
+    return host.endswith(other[1:]) if other.startswith("*") else host == other
+
+
 def _allowed_by_isolation(host: str, listener: dict, siblings: list[dict]) -> bool:
-    """hostnameAllowedByIsolation in conversion.go: a route bound to a wildcard listener keeps only
-    the hosts the listener matches and no more specific listener on the same port takes."""
+    """hostnameAllowedByIsolation in pilot/pkg/config/kube/gateway/conversion.go (master and
+    release-1.29 alike): a route bound to a wildcard (or hostname-less) listener keeps a host only if
+    the listener matches it and it is not a subset of the hostname of another listener of the Gateway
+    on the same port and protocol, unless our hostname is the longer one. An equal length bans too.
+    The other listeners' hostnames are a set without our own (the route's parent references in
+    conversion.go: bannedHostnames), and a hostname-less one counts as the empty name."""
     ours = listener.get("hostname", "")
-    if ours and "*" not in ours:
+    if ours and not ours.startswith("*"):
         return True
-    if ours and not _overlaps(ours, host):
+    if ours and not _overlaps(host, ours):
         return False
-    return not any(other is not listener and other["port"] == listener["port"] and other.get("hostname")
-                   and len(other["hostname"]) > len(ours) and _host_matches(other["hostname"], host)
-                   for other in siblings)
+    banned = {other.get("hostname", "") for other in siblings if other is not listener
+              and other["port"] == listener["port"] and other["protocol"] == listener["protocol"]} - {ours}
+    return not any(len(ours) <= len(other) and _subset_of(host, other) for other in banned)
 
 
 def _with_defaults(match: dict) -> dict:
