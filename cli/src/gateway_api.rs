@@ -11,8 +11,8 @@
 //!   it admits routes from (buildHostnameMatch);
 //! - each HTTPRoute becomes a VirtualService per parent listener and hostname, bound to that
 //!   listener's Istio Gateway, keeping on a wildcard listener only the hostnames it matches and no
-//!   more specific listener takes (HTTPRouteCollection in route_collections.go,
-//!   hostnameAllowedByIsolation in conversion.go);
+//!   other listener on its port and protocol, at least as long, takes (HTTPRouteCollection in
+//!   route_collections.go, hostnameAllowedByIsolation in conversion.go);
 //! - a WasmPlugin with targetRefs runs only on the Gateways they name in its own namespace
 //!   (ShouldAttachPolicy in pilot/pkg/model/policyattachment.go); its pods carry
 //!   `gateway.networking.k8s.io/gateway-name`, so a selector such as `istio: ingressgateway`
