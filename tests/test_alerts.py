@@ -1,8 +1,10 @@
 """istio/alerts.yaml's rules, run by promtool (Debian's `prometheus` package): they load, and the
-unit tests in tests/alerts/ pass. promtool reads plain rule files, not a PrometheusRule, so the
+unit tests in tests/alerts/ pass, the shipped Gateway API deployment's too, as `kubectl kustomize
+istio/gateway-api` renders them. promtool reads plain rule files, not a PrometheusRule, so the
 rule's spec.groups is written to a temporary file. Each unit test is also run against rules broken
 on purpose, to show that it catches what it is there for."""
 
+import functools
 import pathlib
 import shutil
 import subprocess
@@ -20,6 +22,19 @@ GATEWAY_RULES_FILES = {
     "helm-gateway.rules.yaml": ("istio-ingress", "istio-ingress"),  # the Helm chart, per Istio's guide
     "gateway-api.rules.yaml": ("gateway-istio", "istio-ingress"),  # Gateway `gateway`, class `istio`
 }
+GATEWAY_API_DIR = ROOT / "istio" / "gateway-api"
+SHIPPED_GATEWAY_API_RULES_FILE = "gateway-api-shipped.rules.yaml"
+
+
+@functools.cache
+def gateway_api_groups() -> str:
+    """The PrometheusRule istio/gateway-api/ deploys, as `kubectl kustomize` renders it, as a rule file."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is missing: `make setup` installs it (Debian package kubernetes-client)"
+    rendered = subprocess.run([kubectl, "kustomize", str(GATEWAY_API_DIR)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    (rule,) = [d for d in yaml.safe_load_all(rendered.stdout) if d["kind"] == "PrometheusRule"]
+    return yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False)
 
 
 def pointed_at(groups: list, workload: str, namespace: str) -> list:
@@ -42,6 +57,7 @@ def with_rules(directory: pathlib.Path, alerts_yaml: str) -> pathlib.Path:
     for name, (workload, namespace) in GATEWAY_RULES_FILES.items():
         groups = pointed_at(yaml.safe_load(alerts_yaml)["spec"]["groups"], workload, namespace)
         (directory / name).write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    (directory / SHIPPED_GATEWAY_API_RULES_FILE).write_text(gateway_api_groups())
     for unit_test in UNIT_TESTS:
         shutil.copy(unit_test, directory)
     return directory
@@ -60,6 +76,14 @@ def test_every_alert_has_unit_tests():
     tested = {check["alertname"] for path in UNIT_TESTS for group in yaml.safe_load(path.read_text())["tests"]
               for check in group.get("alert_rule_test", [])}
     assert alerts == tested
+
+
+def test_the_gateway_api_rules_are_istios_pointed_at_the_shipped_gateway(tmp_path):
+    """istio/gateway-api/'s rules differ from istio/'s in canary_split:gateway's two labels alone."""
+    shipped = yaml.safe_load(ALERTS.read_text())["spec"]["groups"]
+    assert yaml.safe_load(gateway_api_groups())["groups"] == pointed_at(shipped, "models-gateway-istio", "models")
+    result = promtool("check", "rules", SHIPPED_GATEWAY_API_RULES_FILE, cwd=with_rules(tmp_path, ALERTS.read_text()))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("unit_test", [p.name for p in UNIT_TESTS])

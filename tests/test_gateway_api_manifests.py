@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 import crd_schemas
-from test_rollout_job import JOB_FILE, flag, job_commands
+import kubernetes_validate
+from test_rollout_job import JOB_FILE, environment, flag, job_commands
+from test_rollout_policy import KUBERNETES_VERSIONS
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "e2e"))
 
@@ -26,6 +28,7 @@ from istio_routes import ISTIO_DIR, load_manifests, of_kind, wasm_plugin  # noqa
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI = ROOT / "target" / "debug" / "canary-split"
 MANIFESTS = load_manifests(GATEWAY_API_DIR)
+JOB_GATEWAY_SELECTOR = environment(JOB_FILE)["GATEWAY_SELECTOR"]  # istioctl's, as istio/rollout/ ships it
 SCHEMAS = crd_schemas.validators()
 
 
@@ -73,14 +76,43 @@ def test_kubectl_kustomize_renders_every_manifest():
 
 
 def test_kustomize_refuses_the_parent_directorys_file_so_the_inferenceservices_are_a_copy(tmp_path):
-    # Why inferenceservices.yaml is copied rather than listed as ../inferenceservices.yaml.
+    # Why inferenceservices.yaml and alerts.yaml are copied rather than listed as ../NAME.
     (tmp_path / "Kustomization").write_text("resources:\n- ../inferenceservices.yaml\n")
     shutil.copy(ISTIO_DIR / "inferenceservices.yaml", tmp_path.parent / "inferenceservices.yaml")
     rendered = subprocess.run([shutil.which("kubectl") or "kubectl", "kustomize", str(tmp_path)], capture_output=True,
                               text=True, timeout=60)
     assert rendered.returncode != 0 and "is not in or below" in rendered.stderr
-    assert (GATEWAY_API_DIR / "inferenceservices.yaml").read_bytes() == (ISTIO_DIR / "inferenceservices.yaml").read_bytes(), \
-        "copy istio/inferenceservices.yaml to istio/gateway-api/"
+    for name in ("inferenceservices.yaml", "alerts.yaml"):
+        assert (GATEWAY_API_DIR / name).read_bytes() == (ISTIO_DIR / name).read_bytes(), \
+            f"copy istio/{name} to istio/gateway-api/"
+
+
+def kustomized(directory: pathlib.Path) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is missing: `make setup` installs it (Debian package kubernetes-client)"
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return list(yaml.safe_load_all(result.stdout))
+
+
+def test_the_rendered_alerts_judge_the_gateway_istio_deploys_for_the_gateway():
+    """The Kustomization points canary_split:gateway, the alerts' one gateway rule, at the
+    Deployment Istio runs for the shipped Gateway (tests/alerts/gateway_api_shipped.yaml runs them)."""
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    (rule,) = [d for d in kustomized(GATEWAY_API_DIR) if d["kind"] == "PrometheusRule"]
+    (gateway_rule,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("record") == "canary_split:gateway"]
+    assert gateway_rule["labels"] == {"source_workload": deployment_name(gateway),
+                                      "source_workload_namespace": gateway["metadata"]["namespace"]}
+
+
+def test_the_deployment_name_follows_istios_name_override():
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    assert "gateway.istio.io/name-override" not in gateway["metadata"].get("annotations", {})
+    overridden = copy.deepcopy(gateway)
+    overridden["metadata"]["annotations"] = {"gateway.istio.io/name-override": "models-ingress"}
+    assert deployment_name(overridden) == "models-ingress"
+    overridden["metadata"]["annotations"]["gateway.istio.io/name-override"] = ""  # GetOrDefault: empty is unset
+    assert deployment_name(overridden) == "models-gateway-istio"
 
 
 def test_the_plugin_is_istios_with_target_refs_instead_of_a_selector():
@@ -225,6 +257,20 @@ def test_the_check_refuses_a_plugin_that_targets_no_given_gateway(tmp_path):
     assert "authority mode: none of the Gateways given serves sklearn-predictor-models.example.com" in result.stderr
 
 
+def test_the_readme_creates_the_listeners_certificate_where_the_gateway_reads_it():
+    """A certificateRef without a namespace is a Secret in the Gateway's namespace: the README's
+    step creates it there, under the name the listener gives."""
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    readme = (ROOT / "README.md").read_text()
+    refs = [ref for listener in gateway["spec"]["listeners"] for ref in listener.get("tls", {}).get("certificateRefs", [])]
+    assert refs
+    for ref in refs:
+        assert ref.get("kind", "Secret") == "Secret" and ref.get("group", "") == ""
+        namespace = ref.get("namespace", gateway["metadata"]["namespace"])
+        assert f'kubectl -n {namespace} create secret tls {ref["name"]} ' in readme
+    assert f'kubectl -n {gateway["metadata"]["namespace"]} wait --for=create deployment/{deployment_name(gateway)}' in readme
+
+
 def test_the_gateways_deployment_is_named_as_istio_names_it():
     """The README's commands patch the Deployment Istio runs for the Gateway, in its namespace."""
     (gateway,) = of_group(MANIFESTS, "Gateway")
@@ -253,22 +299,96 @@ def json_patched(document: dict, operations: list[dict]) -> dict:
     return patched
 
 
-def test_the_rollout_job_and_rollout_kubectl_work_on_the_target_refs_plugin(tmp_path):
-    """The Job's command line, with the Gateway API gateway's --selector (its namespace is the other
-    change), against the targetRefs WasmPlugin: each printed `kubectl patch` applies to it and
-    leaves it valid, still attached by targetRefs."""
+ROLLOUT_DIR = GATEWAY_API_DIR / "rollout"
+
+
+def rollout_job_file() -> dict[str, dict]:
+    """istio/gateway-api/rollout/ as `kubectl kustomize` renders it, by kind, as test_rollout_job reads job.yaml."""
+    return {doc["kind"]: doc for doc in kustomized(ROLLOUT_DIR)}
+
+
+def gateway_selector(gateway: dict) -> str:
+    return (f'reporter="source",source_workload="{deployment_name(gateway)}",'
+            f'source_workload_namespace="{gateway["metadata"]["namespace"]}"')
+
+
+def rollout_overlay_problems(job_file: dict[str, dict]) -> list[str]:
+    """The overlay is istio/rollout/'s Job, moved beside the targetRefs WasmPlugin and judging the
+    Gateway's Deployment: everything else as istio/rollout/ ships it."""
+    problems = []
     plugin = wasm_plugin(MANIFESTS)
-    fetch, rollout = job_commands(JOB_FILE)
-    assert flag(fetch, "--namespace") == JOB_FILE["Job"]["metadata"]["namespace"]  # the one thing to change
+    (gateway,) = of_group(MANIFESTS, "Gateway")
+    fetch, rollout = job_commands(job_file)
+    if fetch[3] != plugin["metadata"]["name"] or flag(fetch, "--namespace") != plugin["metadata"]["namespace"]:
+        problems.append(f"fetches WasmPlugin {flag(fetch, '--namespace')}/{fetch[3]}, not the Gateway API one")
+    if "--selector" not in rollout or flag(rollout, "--selector") != gateway_selector(gateway):
+        problems.append("does not judge the Gateway's Deployment (--selector)")
+    namespace = plugin["metadata"]["namespace"]
+    for kind, document in job_file.items():
+        if document["metadata"].get("namespace") != namespace:
+            problems.append(f"{kind} is not in {namespace}")
+    if [s.get("namespace") for s in job_file["RoleBinding"]["subjects"]] != [namespace]:
+        problems.append(f"the RoleBinding's subject is not the ServiceAccount in {namespace}")
+    # The rest is istio/rollout/'s, unchanged: moved to the namespace, with the selector set.
+    base = copy.deepcopy(JOB_FILE)
+    for document in base.values():
+        document["metadata"]["namespace"] = namespace
+    for subject in base["RoleBinding"]["subjects"]:
+        subject["namespace"] = namespace
+    ours = copy.deepcopy(job_file)
+    for file in (base, ours):
+        (container,) = file["Job"]["spec"]["template"]["spec"]["containers"]
+        container["env"] = sorted((v for v in container["env"] if v["name"] != "GATEWAY_SELECTOR"), key=lambda v: v["name"])
+    if ours != base:
+        problems.append("differs from istio/rollout/ in more than its namespace and gateway")
+    return problems
+
+
+def test_the_rollout_overlay_renders_valid_manifests():
+    rendered = kustomized(ROLLOUT_DIR)
+    assert sorted(d["kind"] for d in rendered) == sorted(JOB_FILE)
+    for version in KUBERNETES_VERSIONS:
+        for document in rendered:
+            kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_the_rollout_overlay_is_istios_job_beside_the_target_refs_plugin():
+    assert rollout_overlay_problems(rollout_job_file()) == []
+
+
+def edited_job(edit) -> dict[str, dict]:
+    job_file = rollout_job_file()
+    edit(job_file)
+    return job_file
+
+
+def job_container(job_file: dict) -> dict:
+    return job_file["Job"]["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda f: job_container(f)["env"].__setitem__(0, {"name": "GATEWAY_SELECTOR", "value": JOB_GATEWAY_SELECTOR}),
+    lambda f: f["Job"]["metadata"].update(namespace="istio-system"),
+    lambda f: f["RoleBinding"]["subjects"][0].update(namespace="istio-system"),
+    lambda f: f["Job"]["spec"].update(backoffLimit=3),
+], ids=["istioctls-gateway", "job-in-istio-system", "subject-in-istio-system", "other-change"])
+def test_each_overlay_check_catches_its_problem(edit):
+    assert rollout_overlay_problems(edited_job(edit)) != []
+
+
+def test_the_rollout_job_and_rollout_kubectl_work_on_the_target_refs_plugin(tmp_path):
+    """The overlay's command line against the targetRefs WasmPlugin: each printed `kubectl patch`
+    applies to it and leaves it valid, still attached by targetRefs."""
+    plugin = wasm_plugin(MANIFESTS)
+    job_file = rollout_job_file()
+    _, rollout = job_commands(job_file)
     variants = variant_of_backend(MANIFESTS)
     for release in ("--primary", "--canary"):
         service, namespace = flag(rollout, release).split(".")[:2]
         assert (namespace, service) in variants, f"{release} is not a release's predictor Service"
     (gateway,) = of_group(MANIFESTS, "Gateway")
-    selector = (f'reporter="source",source_workload="{deployment_name(gateway)}",'
-                f'source_workload_namespace="{gateway["metadata"]["namespace"]}"')
-    assert f"`'{selector}'`" in (ROOT / "README.md").read_text()
-    args = [arg for arg in rollout[3:] if arg != "--run"] + ["--selector", selector]
+    assert f"`'{gateway_selector(gateway)}'`" in (ROOT / "README.md").read_text()  # for status
+    args = [arg for arg in rollout[3:] if arg != "--run"]
     args[args.index("--config") + 1] = str(GATEWAY_API_DIR / "wasmplugin.yaml")
     result = subprocess.run([str(CLI), "rollout", *args], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr

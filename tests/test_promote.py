@@ -21,6 +21,7 @@ CLI = ROOT / "target" / "debug" / "canary-split"
 
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
+from gateway_api import GATEWAY_API_DIR  # noqa: E402
 from istio_routes import load_manifests, of_kind, wasm_plugin  # noqa: E402
 
 MANIFESTS = load_manifests()
@@ -128,3 +129,29 @@ def test_it_gives_up_when_kserve_never_updates_the_deployment(tmp_path):
     assert result.returncode == 1
     assert f"KServe has not put {CANARY_URI} into deployment/{DEPLOYMENT}" in result.stderr
     assert cluster.weight() == 100 and cluster.calls("rollout") == []
+
+
+def test_on_the_gateway_api_deployment_it_patches_the_target_refs_plugin_in_the_gateways_namespace(tmp_path):
+    """istio/gateway-api/'s WasmPlugin lives beside its Gateway, in models: promote.sh finds it with
+    PLUGIN_NAMESPACE set to that (the README's command), and not with istio/'s default."""
+    manifests = load_manifests(GATEWAY_API_DIR)
+    plugin = wasm_plugin(manifests)
+    plugin["spec"]["pluginConfig"]["routes"][0]["canary_weight"] = 100
+    namespace, name = plugin["metadata"]["namespace"], plugin["metadata"]["name"]
+    assert namespace == NAMESPACE and "targetRefs" in plugin["spec"]
+    assert f"PLUGIN_NAMESPACE={namespace} istio/promote.sh" in (ROOT / "README.md").read_text()
+    cluster = Cluster(tmp_path, manifests)
+
+    result = cluster.promote()
+    assert result.returncode == 1
+    assert f'wasmplugin "{name}" not found' in result.stderr
+    assert cluster.calls("patch") == [] and cluster.primary_uri() == PRIMARY_URI
+
+    result = cluster.promote(PLUGIN_NAMESPACE=namespace)
+    assert result.returncode == 0, result.stderr
+    assert cluster.primary_uri() == CANARY_URI
+    promoted = cluster.object("WasmPlugin", namespace, name)
+    assert promoted["spec"]["pluginConfig"]["routes"][0]["canary_weight"] == 0
+    assert promoted["spec"]["targetRefs"] == plugin["spec"]["targetRefs"]
+    (patch,) = cluster.calls("patch", "wasmplugin")
+    assert patch["argv"][2:5] == [name, "--namespace", namespace]

@@ -40,8 +40,16 @@ def expand(text: str, environment: dict[str, str]) -> str:
 
 
 def environment(job_file: dict) -> dict[str, str]:
+    """The container's variables: plain values, and the pod's namespace through the downward API
+    (the Job's own: a Job's pods are created in its namespace)."""
     (container,) = job_file["Job"]["spec"]["template"]["spec"]["containers"]
-    return {variable["name"]: variable["value"] for variable in container.get("env", []) if "value" in variable}
+    found = {}
+    for variable in container.get("env", []):
+        if "value" in variable:
+            found[variable["name"]] = variable["value"]
+        elif variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            found[variable["name"]] = job_file["Job"]["metadata"]["namespace"]
+    return found
 
 
 def job_commands(job_file: dict) -> tuple[list[str], list[str]]:
@@ -72,6 +80,12 @@ def problems(job_file: dict) -> list[str]:
 
     if any("$(" in arg for arg in fetch + rollout):
         found.append("refers to a variable the container does not set")
+    # It judges the gateway the alerts judge (their canary_split:gateway rule).
+    (gateway,) = [rule["labels"] for group in yaml.safe_load((ISTIO / "alerts.yaml").read_text())["spec"]["groups"]
+                  for rule in group["rules"] if rule.get("record") == "canary_split:gateway"]
+    selector = ",".join(f'{name}="{value}"' for name, value in [("reporter", "source"), *gateway.items()])
+    if "--selector" not in rollout or flag(rollout, "--selector") != selector:
+        found.append(f"judges another gateway than the alerts' ({selector})")
     # The VirtualServices' short names as Istio resolves them, in the domain the Job names.
     domain = environment(job_file).get("CLUSTER_DOMAIN", CLUSTER_DOMAIN)
     destinations = {host for vs in yaml.safe_load_all((ISTIO / "virtualservices.yaml").read_text())
@@ -130,8 +144,11 @@ def container(job_file: dict) -> dict:
     lambda f: f["Job"]["spec"].update(backoffLimit=3),
     lambda f: container(f).update(env=[v for v in container(f)["env"] if v["name"] != "CLUSTER_DOMAIN"]),
     lambda f: container(f).update(args=[container(f)["args"][0].replace("models.svc.$(CLUSTER_DOMAIN)", "models")]),
+    lambda f: container(f).update(args=[container(f)["args"][0].replace("--selector '$(GATEWAY_SELECTOR)'", "")]),
+    lambda f: container(f).update(env=[v for v in container(f)["env"] if v["name"] != "PLUGIN_NAMESPACE"]),
+    lambda f: f["Job"]["metadata"].update(namespace="models"),
 ], ids=["unrouted-release", "other-plugin", "prints-only", "role-too-wide", "unbound-account", "retries",
-        "domain-unset", "short-release-name"])
+        "domain-unset", "short-release-name", "default-selector", "namespace-unset", "job-elsewhere"])
 def test_each_check_catches_its_problem(edit):
     assert problems(broken(edit)) != []
 

@@ -11,8 +11,8 @@
 //!   it admits routes from (buildHostnameMatch);
 //! - each HTTPRoute becomes a VirtualService per parent listener and hostname, bound to that
 //!   listener's Istio Gateway, keeping on a wildcard listener only the hostnames it matches and no
-//!   more specific listener takes (HTTPRouteCollection in route_collections.go,
-//!   hostnameAllowedByIsolation in conversion.go);
+//!   other listener on its port and protocol, at least as long, takes (HTTPRouteCollection in
+//!   route_collections.go, hostnameAllowedByIsolation in conversion.go);
 //! - a WasmPlugin with targetRefs runs only on the Gateways they name in its own namespace
 //!   (ShouldAttachPolicy in pilot/pkg/model/policyattachment.go); its pods carry
 //!   `gateway.networking.k8s.io/gateway-name`, so a selector such as `istio: ingressgateway`
@@ -184,24 +184,39 @@ impl ListenerGateway {
         }
     }
 
-    /// hostnameAllowedByIsolation: on a wildcard (or hostname-less) listener, a route keeps a host
-    /// only if the listener matches it and no more specific listener on the same port does.
+    /// hostnameAllowedByIsolation in Istio's pilot/pkg/config/kube/gateway/conversion.go (master
+    /// and release-1.29 alike): on a wildcard (or hostname-less) listener, a route keeps a host only
+    /// if the listener matches it and it is no subset of the hostname of another listener on the
+    /// same port and protocol, unless ours is the longer hostname (an equal length bans too). The
+    /// others' hostnames are a set without our own; a hostname-less listener counts as "".
     fn keeps(&self, listener: &Listener, host: &str) -> bool {
         let ours = listener.hostname.as_deref().unwrap_or("");
         if !ours.is_empty() && !ours.starts_with('*') {
             return true;
         }
-        if !ours.is_empty() && !overlaps(ours, host) {
+        if !ours.is_empty() && !overlaps(host, ours) {
             return false;
         }
         !self.listeners.iter().any(|other| {
+            let theirs = other.hostname.as_deref().unwrap_or("");
             other.name != listener.name
                 && other.port == listener.port
-                && other
-                    .hostname
-                    .as_deref()
-                    .is_some_and(|theirs| theirs.len() > ours.len() && hostname_matches(theirs, host))
+                && other.protocol == listener.protocol
+                && theirs != ours
+                && ours.len() <= theirs.len()
+                && subset_of(host, theirs)
         })
+    }
+}
+
+/// Whether every host `host` matches, `other` matches too (host.Name.SubsetOf in Istio's
+/// pkg/config/host).
+fn subset_of(host: &str, other: &str) -> bool {
+    match (host.strip_prefix('*'), other.strip_prefix('*')) {
+        (Some(suffix), Some(theirs)) => host.len() >= other.len() && suffix.ends_with(theirs),
+        (Some(_), None) => false,
+        (None, Some(theirs)) => host.ends_with(theirs),
+        (None, None) => host == other,
     }
 }
 
@@ -450,6 +465,37 @@ spec:
         assert!(gateway.keeps(wild, "*"));
         assert!(overlaps("*.example.com", "*.shop.example.com"));
         assert!(!overlaps("*.example.com", "*.example.org"));
+        assert!(subset_of("*.shop.example.com", "*.example.com"));
+        assert!(!subset_of("*.example.com", "*.shop.example.com"));
+        assert!(!subset_of("*.example.com", "shop.example.com"));
+    }
+
+    #[test]
+    fn a_wildcard_listener_leaves_a_host_to_another_listener_as_long_as_itself() {
+        // `*.example.com` and `a.example.com` are equally long: Istio bans a.example.com from the
+        // wildcard listener all the same (only a longer wildcard keeps it). A listener on another
+        // port, or with another protocol, bans nothing.
+        let gateway = ListenerGateway::parse(
+            &yaml(
+                "metadata: {name: gw, namespace: models}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: wild, port: 443, protocol: HTTPS, hostname: '*.example.com'}
+  - {name: exact, port: 443, protocol: HTTPS, hostname: a.example.com}
+  - {name: other-port, port: 8443, protocol: HTTPS, hostname: b.example.com}
+  - {name: plain, port: 80, protocol: HTTP, hostname: '*.example.com'}
+  - {name: plain-exact, port: 80, protocol: HTTP, hostname: c.example.com}",
+            ),
+            "test",
+        )
+        .unwrap();
+        let wild = &gateway.listeners[0];
+        assert!(!gateway.keeps(wild, "a.example.com"));
+        assert!(gateway.keeps(wild, "b.example.com"));
+        assert!(gateway.keeps(wild, "c.example.com"));
+        assert!(gateway.keeps(&gateway.listeners[1], "a.example.com"));
+        assert!(!gateway.keeps(&gateway.listeners[3], "c.example.com"));
     }
 
     /// The findings of `check` for a plugin config in authority mode behind these documents.

@@ -56,6 +56,28 @@ def test_each_listener_is_an_istio_gateway_with_a_route_table_of_its_own():
                                    LISTENER_TABLE.format("canary"): {CANARY_HOST}}
 
 
+def test_a_wildcard_listener_leaves_a_host_to_another_listener_as_long_as_itself():
+    """hostnameAllowedByIsolation (pilot/pkg/config/kube/gateway/conversion.go): a wildcard listener
+    keeps a route's host only if no other listener on the same port and protocol matches it, unless
+    the wildcard is the longer hostname. `*.example.com` and `a.example.com` are equally long, so
+    a.example.com is the exact listener's alone; a listener on another port takes nothing."""
+    manifests = copy.deepcopy(SHIPPED)
+    (gateway,) = of_group(manifests, "Gateway")
+    https = gateway["spec"]["listeners"][0]
+    gateway["spec"]["listeners"] = [
+        {**https, "name": "wild", "hostname": "*.example.com"},
+        {**https, "name": "exact", "hostname": "a.example.com"},
+        {**https, "name": "other-port", "hostname": "b.example.com", "port": 8443},
+    ]
+    routes = of_group(manifests, "HTTPRoute")
+    route = next(r for r in routes if r["metadata"]["name"] == "sklearn-primary")
+    route["spec"]["hostnames"] = ["a.example.com", "b.example.com"]
+    manifests = [doc for doc in manifests if doc not in routes or doc is route]
+    assert tables_of(manifests) == {LISTENER_TABLE.format("wild"): {"b.example.com"},
+                      LISTENER_TABLE.format("exact"): {"a.example.com"},
+                      LISTENER_TABLE.format("other-port").replace("443", "8443", 1): {"b.example.com"}}
+
+
 def test_the_plugin_runs_on_the_listeners_own_port_not_istioctls_target_port():
     (table,) = gateway_route_tables(SHIPPED).values()
     assert (table.listener_port, table.plugin_runs) == (443, True)

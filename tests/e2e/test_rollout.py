@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import time
 
 import pytest
@@ -18,6 +19,10 @@ import yaml
 
 from harness import write_ecds
 from rollout_rig import CLI, PUBLIC, Rig, WeightWatcher, ecds_weight, filter_config, requests_to
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import fake_kubectl  # noqa: E402  (tests/fake_kubectl.py, the kubectl stand-in)
 
 STEPS = "10,25,50,100"
 INTERVAL = 3.0
@@ -34,6 +39,7 @@ GUARD = {}
 # guard can fail a step.
 GUARD_ALONE = ["--error-ratio-floor", "100"]
 WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "wasmplugin.yaml"
+GATEWAY_API_WASMPLUGIN = pathlib.Path(__file__).resolve().parents[2] / "istio" / "gateway-api" / "wasmplugin.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -301,28 +307,36 @@ def test_the_gitops_file_changes_by_one_line(rig, tmp_path):
     assert yaml.safe_load(plugin.read_text())["spec"]["pluginConfig"]["routes"][0]["canary_weight"] == 100
 
 
-def test_kubectl_run_patches_the_wasmplugin_at_each_step(rig, tmp_path):
-    """`--kubectl --run` runs `kubectl patch` from PATH: here a script that records its arguments."""
+@pytest.mark.parametrize("wasmplugin", [WASMPLUGIN, GATEWAY_API_WASMPLUGIN], ids=["istio", "gateway-api"])
+def test_kubectl_run_patches_the_wasmplugin_at_each_step(rig, tmp_path, wasmplugin):
+    """`--kubectl --run` runs `kubectl patch` from PATH: here tests/fake_kubectl.py, which records
+    each call and applies it to the shipped WasmPlugin as the API server would. The same on istio/'s
+    plugin and on istio/gateway-api/'s, attached with targetRefs in the Gateway's namespace: the
+    patches go to the plugin's own namespace and change its canary_weight alone."""
+    plugin = yaml.safe_load(wasmplugin.read_text())
+    name, namespace = plugin["metadata"]["name"], plugin["metadata"]["namespace"]
+    state = tmp_path / "cluster.json"
+    fake_kubectl.write_state(state, [plugin])
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    calls = tmp_path / "calls"
-    kubectl = bin_dir / "kubectl"
-    kubectl.write_text(f'#!/bin/sh\nfor arg in "$@"; do printf "%s\\n" "$arg"; done >> {calls}\necho --- >> {calls}\n')
-    kubectl.chmod(0o755)
+    (bin_dir / "kubectl").symlink_to(pathlib.Path(fake_kubectl.__file__).resolve())
     rig.start_traffic()
-    result = rig.cli("rollout", "--prometheus", rig.prometheus.url, "--config", str(WASMPLUGIN),
+    result = rig.cli("rollout", "--prometheus", rig.prometheus.url, "--config", str(wasmplugin),
                      "--kubectl", "--run", "--preset", "envoy", "--primary", "primary", "--canary", "canary",
-                     "--steps", "10,100", *JUDGING, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+                     "--steps", "10,100", *JUDGING,
+                     env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_KUBECTL_STATE": str(state)})
     assert result.returncode == 0, result.stdout + result.stderr
-    invocations = [call.strip().splitlines() for call in calls.read_text().split("---") if call.strip()]
+    cluster = fake_kubectl.read_state(state)
     route = "/spec/pluginConfig/routes/0"
-    assert invocations == [
-        ["patch", "wasmplugin", "canary-split", "--namespace", "istio-system", "--type=json", "-p",
+    assert [call["argv"] for call in cluster["calls"]] == [
+        ["patch", "wasmplugin", name, "--namespace", namespace, "--type=json", "-p",
          f'[{{"op":"test","path":"{route}/host","value":"sklearn-predictor-models.example.com"}},'
          f'{{"op":"replace","path":"{route}/canary_weight","value":{weight}}}]']
         for weight in (10, 100)
     ]
-
+    rolled = cluster["objects"][fake_kubectl.key("WasmPlugin", namespace, name)]
+    plugin["spec"]["pluginConfig"]["routes"][0]["canary_weight"] = 100
+    assert rolled == plugin  # targetRefs (or selector) and everything else as shipped
 
 
 def test_a_tripped_guard_fails_the_step_and_the_rollout_rolls_back_citing_it(rig):
