@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MODULE = ROOT / "target" / "canary_split.wasm"
 ENVOY = pathlib.Path(os.environ.get("ENVOY_BIN", ROOT / ".venv" / "bin" / "envoy"))
+# Envoy writes its log file at this interval (its default is 10 s): tests wait for warnings.
+LOG_FLUSH_INTERVAL_MS = 100
 
 DECISION_HEADER = "x-canary-route"
 # The filter's stats carry these labels encoded in their names (src/metrics.rs); Envoy extracts
@@ -342,8 +344,7 @@ class Envoy:
             "--admin-address-path", str(self.admin_address_path), *restart, *drain,
             "--log-level", "warn", "--component-log-level", "wasm:info",
             "--log-path", str(self.log_path),
-            # Warnings reach the log file within 0.1 s, not the default 10 s, for tests that wait for them.
-            "--file-flush-interval-msec", "100",
+            "--file-flush-interval-msec", str(LOG_FLUSH_INTERVAL_MS),
         ]
 
     def start(self, timeout: float = 30.0) -> "Envoy":
@@ -422,6 +423,12 @@ class Envoy:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def settled_log(self) -> str:
+        """The log with everything Envoy has logged so far: a line can wait up to one flush
+        interval in Envoy's buffer, so a check that nothing was logged reads after a few."""
+        time.sleep(3 * LOG_FLUSH_INTERVAL_MS / 1000)
+        return self.log()
 
     def configured_by_workers(self) -> int:
         """How many configs the filter's VMs on worker threads have accepted so far, each one

@@ -221,7 +221,7 @@ def assert_nothing_failed_by_the_filter(outcomes: list[Outcome], load: Load, env
     assert not load.errors, load.errors[:5]
     failed = [o for o in outcomes if o.status != 200 and not o.injected]
     assert not failed, failed[:5]
-    assert not wasm_failures(envoy.log())
+    assert not wasm_failures(envoy.settled_log())
 
 
 def test_a_failing_canary_is_out_of_the_split_on_every_worker_within_the_window(releases, gateways):

@@ -136,7 +136,7 @@ def assert_vm_never_failed(envoy: Envoy):
     reloads = envoy.stats("^wasm\\.canary-split\\.vm_reload")
     assert set(reloads) == {f"wasm.canary-split.vm_reload{s}" for s in ("", "_backoff", "_failure", "_success")}
     assert set(reloads.values()) == {0}, reloads
-    assert not wasm_failures(envoy.log())
+    assert not wasm_failures(envoy.settled_log())
 
 
 def test_http1_names_that_are_not_tokens_are_refused_before_the_filter(envoy):

@@ -27,4 +27,4 @@ def vm_failures(envoy: Envoy) -> list[str]:
     reloads = stats(envoy, r"^wasm\.canary-split\.vm_reload")
     if set(reloads) != RELOAD_COUNTERS:
         return [f"the plugin's reload counters are missing: {reloads}"]
-    return [f"{name}: {value}" for name, value in sorted(reloads.items()) if value] + wasm_failures(envoy.log())
+    return [f"{name}: {value}" for name, value in sorted(reloads.items()) if value] + wasm_failures(envoy.settled_log())
