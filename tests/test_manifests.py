@@ -439,8 +439,10 @@ def tls_secret_problems(manifests: list[dict], readme: str) -> list[str]:
     (ParseResourceName, pilot/pkg/model/credentials/resource.go; filterAuthorizedResources,
     pilot/pkg/xds/sds.go)."""
     pods = set(re.findall(r"kubectl -n (\S+) patch deployment istio-ingressgateway", readme))
-    created = dict((name, namespace) for namespace, name in
-                   re.findall(r"kubectl -n (\S+) create secret tls (\S+)", readme))
+    # The Gateway API deployment's step creates a Secret of the same name in its Gateway's namespace.
+    created: dict[str, set[str]] = {}
+    for namespace, name in re.findall(r"kubectl -n (\S+) create secret tls (\S+)", readme):
+        created.setdefault(name, set()).add(namespace)
     problems = [] if len(pods) == 1 else [f"the README patches the gateway's Deployment in {sorted(pods)}, "
                                           "not in one namespace"]
     for gateway in of_kind(manifests, "Gateway"):
@@ -450,8 +452,9 @@ def tls_secret_problems(manifests: list[dict], readme: str) -> list[str]:
                 continue
             if name not in created:
                 problems.append(f"{gateway['metadata']['name']}: no README step creates its TLS Secret {name}")
-            elif {created[name]} != pods:
-                problems.append(f"{gateway['metadata']['name']}: the README creates {name} in {created[name]}, "
+            elif not pods <= created[name]:
+                problems.append(f"{gateway['metadata']['name']}: the README creates {name} in "
+                                f"{', '.join(sorted(created[name]))}, "
                                 f"not where the gateway's pods run ({', '.join(sorted(pods))})")
     return problems
 

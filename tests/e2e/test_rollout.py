@@ -73,12 +73,13 @@ def fields(status_output: str, host: str) -> dict[str, str]:
     return found
 
 
-def wait_for_status(rig, expected: str, *args: str, timeout: float = 15.0) -> str:
+def wait_for_status(rig, expected: str | re.Pattern, *args: str, timeout: float = 15.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         result = rig.status(*args)
         assert result.returncode == 0, result.stderr
-        if expected in result.stdout or time.monotonic() > deadline:
+        shown = expected.search(result.stdout) if isinstance(expected, re.Pattern) else expected in result.stdout
+        if shown or time.monotonic() > deadline:
             return result.stdout
         time.sleep(0.5)
 
@@ -415,7 +416,11 @@ def test_status_shows_a_tripped_guard_and_a_rollout_does_not_start_on_it(rig):
                         r"[1-9]\d* trips? in the last 10s", shown["guard"]), text
     # Out of the split within seconds: the guard's 10 s window plus 2 s, and a scrape and a poll.
     assert time.monotonic() - started < 10 + 2 + 3
+    # The requests the guard sent to primary show once Prometheus has scraped some after the trip.
+    text = wait_for_status(rig, re.compile(r"primary: .*guard [1-9]\d*"), "--window", "10s", "--min-requests", "20")
+    shown = fields(text, PUBLIC)
     assert re.search(r"primary: .*guard [1-9]\d*", shown["requests by reason"]), text
+    assert shown["guard"].startswith("tripped on 1 of 1 gateway series"), text
     as_json = assert_json_says_what_the_text_says(rig, "--window", "10s", "--min-requests", "20")
     (route,) = as_json["routes"]
     assert [s["tripped"] for s in route["guard"]["series"]] == [True]
