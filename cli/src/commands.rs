@@ -4,11 +4,6 @@ pub mod check;
 pub mod explain;
 pub mod token;
 
-/// `--now`'s value.
-pub fn unix_seconds(text: &str) -> Result<u64, String> {
-    text.parse().map_err(|_| "expected Unix seconds".to_owned())
-}
-
 /// `--now`, or the clock.
 pub fn unix_time(now: Option<u64>) -> Result<u64, String> {
     match now {

@@ -15,12 +15,12 @@ mod target;
 mod text_edit;
 mod weight;
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
-use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Shown under every command's help: scripts and CI branch on these.
@@ -80,125 +80,14 @@ impl From<String> for Failure {
 /// A flag `subcommand` needs in the case at hand, which clap cannot require up front (a rollout
 /// that only prints kubectl commands needs no Prometheus): a usage mistake, as clap reports one.
 pub fn missing(subcommand: &str, message: &str) -> Failure {
-    Failure::Usage(Box::new(usage_mistake(
-        Some(OsStr::new(subcommand)),
-        ErrorKind::MissingRequiredArgument,
-        message,
-    )))
-}
-
-/// A usage mistake in `message`'s words, with the usage of `subcommand` (or of the tool) after it,
-/// as clap shows its own; exit status 2.
-fn usage_mistake(subcommand: Option<&OsStr>, kind: ErrorKind, message: &str) -> clap::Error {
     let mut command = Cli::command();
     command.build();
-    let name = subcommand.and_then(OsStr::to_str).unwrap_or_default();
-    match command.find_subcommand_mut(name) {
-        Some(subcommand) => subcommand.error(kind, message),
-        None => command.error(kind, message),
-    }
-}
-
-/// The command line, parsed by clap; its usage mistakes are said in the words the tool used before
-/// clap (`--interval is required`, `--steps needs a value`, `unknown argument "--stpes"`, ...),
-/// which scripts and the README quote.
-fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, clap::Error> {
-    let args: Vec<OsString> = args.into_iter().collect();
-    Cli::try_parse_from(&args).map_err(|error| {
-        let subcommand = args.get(1).map(OsString::as_os_str);
-        match in_the_tools_words(&error, subcommand) {
-            Some(message) => usage_mistake(subcommand, error.kind(), &message),
-            None => error,
-        }
-    })
-}
-
-/// The tool's own words for one of clap's usage mistakes in `subcommand`, where it had words for it.
-fn in_the_tools_words(error: &clap::Error, subcommand: Option<&OsStr>) -> Option<String> {
-    let text = |kind| match error.get(kind) {
-        Some(ContextValue::String(text)) => Some(text.as_str()),
-        _ => None,
+    let error = match command.find_subcommand_mut(subcommand) {
+        Some(subcommand) => subcommand.error(ErrorKind::MissingRequiredArgument, message),
+        None => command.error(ErrorKind::MissingRequiredArgument, message),
     };
-    // `--steps <PERCENTS>` is named `--steps`; a positional argument (`<FILE>...`) keeps clap's words.
-    let flag = |arg: &str| {
-        arg.starts_with("--")
-            .then(|| arg.split(' ').next().unwrap_or(arg).to_owned())
-    };
-    match error.kind() {
-        ErrorKind::MissingRequiredArgument => {
-            let Some(ContextValue::Strings(missing)) = error.get(ContextKind::InvalidArg) else {
-                return None;
-            };
-            let flags = missing.iter().map(|arg| flag(arg)).collect::<Option<Vec<_>>>()?;
-            let sentences: Vec<String> = flags.iter().map(|flag| format!("{flag} is required")).collect();
-            (!sentences.is_empty()).then(|| sentences.join("; "))
-        }
-        ErrorKind::UnknownArgument => {
-            let mut message = format!("unknown argument {:?}", text(ContextKind::InvalidArg)?);
-            if let Some(similar) = text(ContextKind::SuggestedArg) {
-                message += &format!("\n\n  tip: a similar argument exists: '{similar}'");
-            }
-            Some(message)
-        }
-        // A switch given a value: `--run=yes`.
-        ErrorKind::TooManyValues => Some(format!(
-            "unknown argument {:?}",
-            format!(
-                "{}={}",
-                text(ContextKind::InvalidArg)?,
-                text(ContextKind::InvalidValue)?
-            )
-        )),
-        // A flag at the end of the line, without its value.
-        ErrorKind::InvalidValue if text(ContextKind::InvalidValue) == Some("") => {
-            Some(format!("{} needs a value", flag(text(ContextKind::InvalidArg)?)?))
-        }
-        ErrorKind::ArgumentConflict => {
-            let this = flag(text(ContextKind::InvalidArg)?)?;
-            let prior = flag(text(ContextKind::PriorArg)?)?;
-            if this == prior {
-                return Some(format!("{this} is given twice"));
-            }
-            // In the order the help lists them, whichever came first on the line.
-            let command = Cli::command();
-            let subcommand = command.find_subcommand(subcommand?)?;
-            let order = |name: &str| {
-                subcommand
-                    .get_arguments()
-                    .position(|arg| arg.get_long().is_some_and(|long| name == format!("--{long}")))
-            };
-            let (first, second) = if order(&prior) < order(&this) {
-                (prior, this)
-            } else {
-                (this, prior)
-            };
-            Some(format!("{first} and {second} are exclusive"))
-        }
-        ErrorKind::ValueValidation => {
-            let flag = flag(text(ContextKind::InvalidArg)?)?;
-            let value = text(ContextKind::InvalidValue)?;
-            let reason = std::error::Error::source(error)?;
-            Some(match reason.downcast_ref::<OutOfRange>() {
-                Some(out_of_range) => format!("{flag} {out_of_range}"),
-                None => format!("{flag} {value:?}: {reason}"),
-            })
-        }
-        _ => None,
-    }
+    Failure::Usage(Box::new(error))
 }
-
-/// A value that parses but is out of the flag's range, said without the value: `--interval must be
-/// more than 0`.
-#[derive(Debug)]
-pub struct OutOfRange(&'static str);
-
-impl std::fmt::Display for OutOfRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for OutOfRange {}
 
 /// `--output`: text for people, JSON for scripts.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -213,9 +102,9 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A duration that must not be zero (an interval, a window, a poll period).
-pub fn positive_duration(text: &str) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
     match duration(text)? {
-        zero if zero.is_zero() => Err(Box::new(OutOfRange("must be more than 0"))),
+        zero if zero.is_zero() => Err("must be more than 0".to_owned()),
         duration => Ok(duration),
     }
 }
@@ -250,11 +139,10 @@ impl TypedValueParser for OneOf {
 }
 
 fn main() -> ExitCode {
-    let cli = parse(std::env::args_os()).unwrap_or_else(|error| error.exit());
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Check(args) => commands::check::check(&args),
         Command::Explain(args) => commands::explain::explain(&args).map_err(Failure::from),
-        Command::Status(args) => status::status(&args),
+        Command::Status(args) => status::status(&args).map_err(Failure::from),
         Command::Rollout(args) => rollout::rollout(&args),
         Command::Token(args) => commands::token::token(&args).map_err(Failure::from),
         Command::Completions(args) => Ok(completions(args.shell)),

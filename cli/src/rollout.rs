@@ -146,9 +146,12 @@ pub fn rollout(args: &RolloutArgs) -> Result<String, Failure> {
             )
         })
     };
-    let (primary, canary) = (needed(&args.primary, "--primary")?, needed(&args.canary, "--canary")?);
+    let (primary, canary) = (
+        needed(&args.primary, "--primary <NAME>")?,
+        needed(&args.canary, "--canary <NAME>")?,
+    );
     let releases = Releases::new(preset, args.selector.as_deref(), &primary, &canary)?;
-    let prometheus = Prometheus::new(&needed(&args.prometheus, "--prometheus")?);
+    let prometheus = Prometheus::new(&needed(&args.prometheus, "--prometheus <URL>")?);
     // Nothing is written unless the rollout can be watched from the start.
     match prometheus.query_value(&releases.primary.series()) {
         Err(error) => return Err(format!("not started: {error}").into()),
@@ -237,11 +240,11 @@ fn plan(args: &RolloutArgs) -> Result<Plan, Failure> {
     let steps = args
         .steps
         .as_deref()
-        .ok_or_else(|| missing("rollout", "--steps is required"))?;
+        .ok_or_else(|| missing("rollout", "--steps <PERCENTS> is required"))?;
     let steps = parse_steps(steps)?;
     let interval = args
         .interval
-        .ok_or_else(|| missing("rollout", "--interval is required"))?;
+        .ok_or_else(|| missing("rollout", "--interval <DURATION> is required"))?;
     Ok(Plan {
         steps,
         interval,

@@ -16,7 +16,7 @@ use crate::judge::{judge, milliseconds, percent, Criteria, ReleaseFigures, Verdi
 use crate::preset::{Preset, Releases};
 use crate::prometheus::{quoted, range, Alert, Prometheus};
 use crate::weight::Weight;
-use crate::{missing, non_negative, positive_duration, Failure, OneOf, Output};
+use crate::{non_negative, positive_duration, OneOf, Output};
 
 /// Show what Prometheus says about each split host
 #[derive(clap::Args)]
@@ -44,10 +44,10 @@ pub struct StatusArgs {
     #[arg(long)]
     pub host: Option<String>,
     /// Primary's release name, for share, errors and latency (with --canary and one route)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", requires = "canary")]
     pub primary: Option<String>,
     /// The canary's release name (with --primary)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", requires = "primary")]
     pub canary: Option<String>,
     /// Which metrics tell the releases apart
     #[arg(long, default_value = "istio", value_parser = OneOf(&["istio", "envoy"]))]
@@ -164,10 +164,7 @@ fn as_percents<S: Serializer>(weights: &[Option<Weight>], serializer: S) -> Resu
     )
 }
 
-pub fn status(args: &StatusArgs) -> Result<String, Failure> {
-    if args.primary.is_some() != args.canary.is_some() {
-        return Err(missing("status", "--primary and --canary go together"));
-    }
+pub fn status(args: &StatusArgs) -> Result<String, String> {
     let prometheus = Prometheus::new(&args.prometheus);
     let (found, config) = read_one_config(&args.config, "status")?;
     let routes = routes_for(&config, args.host.as_deref())?;
@@ -177,11 +174,7 @@ pub fn status(args: &StatusArgs) -> Result<String, Failure> {
         Some((primary, canary)) if routes.len() == 1 => {
             Some(Releases::new(preset, args.selector.as_deref(), primary, canary)?)
         }
-        Some(_) => {
-            return Err("--primary and --canary name one route's releases: add --host"
-                .to_owned()
-                .into())
-        }
+        Some(_) => return Err("--primary and --canary name one route's releases: add --host".to_owned()),
         None => None,
     };
     let criteria = Criteria {
@@ -238,7 +231,7 @@ pub fn status(args: &StatusArgs) -> Result<String, Failure> {
         Output::Text => Ok(text(&status, preset)),
         Output::Json => serde_json::to_string_pretty(&status)
             .map(|json| json + "\n")
-            .map_err(|e| e.to_string().into()),
+            .map_err(|e| e.to_string()),
     }
 }
 

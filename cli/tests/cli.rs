@@ -411,7 +411,7 @@ fn rollout_names_a_missing_flag_as_a_usage_mistake() {
     ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output).starts_with("error: --interval is required\n"),
+        stderr(&output).starts_with("error: --interval <DURATION> is required\n"),
         "{}",
         stderr(&output)
     );

@@ -7,7 +7,7 @@ use canary_split::config::{Config, KeySource, PinRule, Route, Variant, FORWARDED
 use canary_split::decision::{admit_to_release, decide, Reason, RequestView};
 use canary_split::pin_token::PinKeys;
 
-use super::{unix_seconds, unix_time};
+use super::unix_time;
 use crate::config_file::{one_config_with_keys, read_configs, Keys, Loaded};
 
 /// Say which variant a request gets, and why
@@ -41,7 +41,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<String>,
     /// The time to check tokens' expiry at [default: now]
-    #[arg(long, value_name = "UNIX_SECONDS", value_parser = unix_seconds)]
+    #[arg(long, value_name = "UNIX_SECONDS")]
     pub now: Option<u64>,
 }
 

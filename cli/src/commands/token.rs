@@ -47,7 +47,7 @@ pub struct TokenArgs {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<String>,
     /// Mint as if it were this time [default: now]
-    #[arg(long, value_name = "UNIX_SECONDS", value_parser = super::unix_seconds)]
+    #[arg(long, value_name = "UNIX_SECONDS")]
     pub now: Option<u64>,
 }
 
